@@ -1,0 +1,20 @@
+"""Estimators: graph-regularized sparse MTL, trace-norm MTL, proportion-SVM.
+
+Names are imported lazily so that `import tumorchar.models` stays cheap.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "GraphSparseMTL": "tumorchar.models.mtl",
+    "TraceNormMTL": "tumorchar.models.mtl",
+    "ProportionSVM": "tumorchar.models.psvm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tumorchar.models' has no attribute {name!r}")
