@@ -6,3 +6,12 @@ and k-means with a proportion-SVM (unsupervised).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`tumorchar.load_model` is imported on first use, keeping `import tumorchar` light."""
+    if name == "load_model":
+        from tumorchar.bundle.characterizer import load_model
+
+        return load_model
+    raise AttributeError(f"module 'tumorchar' has no attribute {name!r}")

@@ -1,0 +1,218 @@
+"""`Characterizer`: a loaded model bundle applied to new scans.
+
+For a supervised (``mtl``) bundle the chain is: region → C3D fc6 features → the training
+standardization → graph-regularized sparse MTL, one linear predictor per task,
+ŷ_t = x·w_t + b_t, clipped to the task's rating range → the malignancy score and the six
+attribute scores. The probability-like malignancy score is a logistic calibration
+p = σ(a·ŷ_malignancy + c), whose (a, c) were fitted during training on the out-of-fold
+malignancy predictions of the internal cross-validation against the benign/malignant labels
+(Platt scaling), so it reflects how well scores separated unseen cases.
+
+For an ``unsupervised`` bundle: region → central axial slice → GIST → the k-means → ∝SVM
+pipeline; the class is the ∝SVM's decision and the probability-like score is
+p = σ(f(x) / s), the logistic of the ∝SVM margin f(x) in units of the standard deviation s
+of the training margins. No label is used for it: it ranks cases, it is not calibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorchar.bundle import scan as scans
+from tumorchar.bundle.format import BundleContents, BundleError, read_bundle
+from tumorchar.bundle.region import RegionPatch, RegionSettings, extract_patch
+from tumorchar.bundle.state import estimators_from_state
+
+ESTIMATORS_FILE = "estimators.json"
+ARRAYS_FILE = "arrays.npz"
+NETWORK_FILE = "network.safetensors"
+CLASS_NAMES = {"ct": ("benign", "malignant"), "mri": ("normal", "ipmn")}
+
+
+@dataclass(frozen=True)
+class Characterization:
+    """What a model says about one region of one scan.
+
+    `malignancy` is on the 1–5 rating scale and `attributes` holds the six attribute
+    scores on their rating scales (supervised CT models; None / empty otherwise).
+    `label` is ``benign``/``malignant`` (CT) or ``normal``/``ipmn`` (MRI) and `probability`
+    the probability-like score of the second class, derived as `probability_method` says.
+    """
+
+    case_id: str
+    kind: str
+    modality: str
+    label: str
+    probability: float
+    probability_method: str
+    malignancy: float | None
+    attributes: dict[str, float]
+    region: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Characterizer:
+    """A model bundle ready to characterize regions of new scans (see `load_model`)."""
+
+    def __init__(self, contents: BundleContents):
+        self.folder = contents.folder
+        self.manifest = contents.manifest
+        self.kind: str = self.manifest["kind"]
+        self.modality: str = self.manifest["modality"]
+        self.tasks: list[str] = list(self.manifest.get("tasks", []))
+        self.score_range = {t: tuple(r) for t, r in self.manifest.get("score_range", {}).items()}
+        self.region_settings = RegionSettings(**self.manifest["pipeline"]["region"])
+        self._estimators = _load_estimators(contents)
+        self._extractor = _load_extractor(contents)
+
+    def __repr__(self) -> str:
+        return f"Characterizer(kind={self.kind!r}, modality={self.modality!r}, path={self.folder})"
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the model comes from: versions, training data, settings digest."""
+        m = self.manifest
+        return {
+            "bundle": str(self.folder),
+            "bundle_sha256": m["manifest_sha256"],
+            "package_version": m["package_version"],
+            "created_utc": m["created_utc"],
+            "training_data": m["training_data"],
+            "features": m["pipeline"]["features"]["label"],
+        }
+
+    def predict(
+        self,
+        scan: Any,
+        at: tuple[float, float, float] | None = None,
+        mask: Any = None,
+        units: str = "mm",
+        case_id: str | None = None,
+        modality: str | None = None,
+    ) -> Characterization:
+        """Characterize the region of `scan` around the point `at` or inside `mask`.
+
+        `scan` is a path (DICOM series folder or file, NIfTI, NRRD), a SimpleITK image or a
+        volume object with `array` and `spacing`; `at` is ``(x, y, z)`` in `units` (``"mm"``:
+        world coordinates; ``"voxel"``: column, row, slice index); `mask` an array, image or
+        file on the scan's grid whose centroid is used. `modality` overrides the scan's.
+        """
+        scan = scans.as_scan(scan, case_id=case_id, modality=modality)
+        self.check_modality(scan)
+        center = self.locate(scan, at=at, mask=mask, units=units)
+        patch = extract_patch(scan, center, self.region_settings)
+        return self.predict_patch(patch, scan.case_id)
+
+    def check_modality(self, scan: scans.Scan) -> None:
+        found = scans.infer_modality(scan)
+        if found != self.modality:
+            how = "its header says" if scan.modality else "its intensities suggest"
+            raise scans.ScanError(
+                f"case {scan.case_id}: this model was trained on {self.modality.upper()} but "
+                f"{how} {found.upper()}; use a {found.upper()} model (or pass the modality "
+                "explicitly if the guess is wrong)"
+            )
+
+    def locate(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> np.ndarray:
+        """World coordinates (x, y, z) of the region's centre."""
+        if (at is None) == (mask is None):
+            raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
+        if mask is not None:
+            return scans.mask_center(scan, mask)
+        index = scans.point_to_index(scan, tuple(float(v) for v in at), units)
+        return scans.index_to_point(scan, index)
+
+    def predict_patch(self, patch: RegionPatch, case_id: str) -> Characterization:
+        """Characterize an already extracted region."""
+        features = self._extractor.features(patch)
+        if self.kind == "mtl":
+            return self._predict_mtl(features, patch, case_id)
+        return self._predict_unsupervised(features, patch, case_id)
+
+    def _region_info(self, patch: RegionPatch) -> dict[str, Any]:
+        return {
+            "center_mm": list(patch.center_mm),
+            **self.region_settings.to_dict(),
+            "leaves_scan": patch.leaves_scan,
+        }
+
+    def _predict_mtl(self, features: np.ndarray, patch: RegionPatch, case_id: str):
+        est = self._estimators
+        scores = np.asarray(est["mtl"].predict(est["scaler"].transform(features)))[0]
+        clipped = {
+            task: float(np.clip(value, *self.score_range[task]))
+            for task, value in zip(self.tasks, scores, strict=True)
+        }
+        malignancy = clipped["malignancy"]
+        probability = float(est["calibration"].predict_proba([[malignancy]])[0, 1])
+        negative, positive = CLASS_NAMES[self.modality]
+        return Characterization(
+            case_id=case_id,
+            kind=self.kind,
+            modality=self.modality,
+            label=positive if probability >= 0.5 else negative,
+            probability=probability,
+            probability_method="logistic calibration of the malignancy score, fitted on the "
+            "training cross-validation's out-of-fold predictions",
+            malignancy=malignancy,
+            attributes={t: v for t, v in clipped.items() if t != "malignancy"},
+            region=self._region_info(patch),
+            provenance=self.provenance,
+        )
+
+    def _predict_unsupervised(self, features: np.ndarray, patch: RegionPatch, case_id: str):
+        est = self._estimators
+        margin = float(np.ravel(est["pipeline"].decision_function(features))[0])
+        scale = float(est["margin_scale"])
+        probability = float(1.0 / (1.0 + np.exp(-margin / scale)))
+        positive_class = int(np.ravel(est["pipeline"].predict(features))[0]) == 1
+        negative, positive = CLASS_NAMES[self.modality]
+        return Characterization(
+            case_id=case_id,
+            kind=self.kind,
+            modality=self.modality,
+            label=positive if positive_class else negative,
+            probability=probability,
+            probability_method="logistic of the proportion-SVM margin in units of the training "
+            "margins' standard deviation (no labels used; a ranking score, not calibrated)",
+            malignancy=None,
+            attributes={},
+            region=self._region_info(patch),
+            provenance=self.provenance,
+        )
+
+
+def _load_estimators(contents: BundleContents) -> dict[str, Any]:
+    tree = json.loads(contents.path(ESTIMATORS_FILE).read_text())
+    with np.load(contents.path(ARRAYS_FILE), allow_pickle=False) as arrays:
+        return estimators_from_state(tree, {name: arrays[name] for name in arrays.files})
+
+
+def _load_extractor(contents: BundleContents):
+    from tumorchar.bundle.extractors import extractor_from_manifest
+
+    return extractor_from_manifest(contents.manifest["pipeline"]["features"], contents)
+
+
+def load_model(path: str | os.PathLike) -> Characterizer:
+    """Load a model bundle written by `tumorchar train`, after checking it completely.
+
+    Raises `BundleError` when the folder is not a bundle, comes from an incompatible format
+    version, or has a missing or altered file.
+    """
+    contents = read_bundle(Path(path))
+    missing = {ESTIMATORS_FILE, ARRAYS_FILE} - set(contents.manifest["files"])
+    if missing:
+        raise BundleError(f"model bundle {path} lacks {sorted(missing)}")
+    if contents.manifest.get("kind") not in ("mtl", "unsupervised"):
+        raise BundleError(f"model bundle {path}: unknown kind {contents.manifest.get('kind')!r}")
+    return Characterizer(contents)

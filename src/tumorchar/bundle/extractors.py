@@ -1,0 +1,85 @@
+"""Feature extractors as stored in a bundle: C3D fc6 (supervised) and GIST (unsupervised).
+
+Each one turns a `RegionPatch` into a (1, d) feature row exactly as training turned the
+patch store's arrays into features: C3D reads the 3D cube, GIST the central axial slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tumorchar.bundle.format import BundleContents, BundleError
+from tumorchar.bundle.region import RegionPatch
+
+NETWORK_FILE = "network.safetensors"
+
+
+class C3DExtractor:
+    """fc6 activations of the fine-tuned C3D network stored in the bundle."""
+
+    def __init__(self, network: Any):
+        self.network = network.eval()
+
+    def features(self, patch: RegionPatch) -> np.ndarray:
+        from tumorchar.features.c3d import extract_fc6
+
+        return np.asarray(extract_fc6(self.network, patch.volume[None]), dtype=np.float64)
+
+    def features_of_volumes(self, volumes: np.ndarray) -> np.ndarray:
+        from tumorchar.features.c3d import extract_fc6
+
+        return np.asarray(extract_fc6(self.network, volumes), dtype=np.float64)
+
+
+class GistExtractor:
+    """GIST descriptor (512 values) of the central axial slice."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = dict(settings)
+        if "orientations" in self.settings:
+            self.settings["orientations"] = tuple(self.settings["orientations"])
+
+    def features(self, patch: RegionPatch) -> np.ndarray:
+        return self.features_of_slices(patch.slice2d[None])
+
+    def features_of_slices(self, slices: np.ndarray) -> np.ndarray:
+        from tumorchar.features.gist import gist
+
+        return np.asarray(gist(slices, **self.settings), dtype=np.float64).reshape(len(slices), -1)
+
+
+def save_network(network: Any, path) -> None:
+    """Write a torch module's state dict as safetensors (contiguous CPU tensors)."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+    save_file(state, str(path))
+
+
+def extractor_from_manifest(spec: dict[str, Any], contents: BundleContents):
+    """Build the extractor that `spec` (the manifest's pipeline.features entry) describes."""
+    name = spec.get("extractor")
+    if name == "gist":
+        return GistExtractor(spec.get("settings", {}))
+    if name == "c3d":
+        return C3DExtractor(_load_c3d(spec, contents))
+    raise BundleError(f"model bundle {contents.folder}: unknown feature extractor {name!r}")
+
+
+def _load_c3d(spec: dict[str, Any], contents: BundleContents):
+    from safetensors.torch import load_file
+
+    from tumorchar.features.c3d import C3D
+
+    network = C3D(**spec["network"])
+    state = load_file(str(contents.path(NETWORK_FILE)))
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise BundleError(
+            f"model bundle {contents.folder}: the stored network weights do not fit the "
+            f"network {spec['network']} of this tumorchar version"
+        ) from error
+    return network
