@@ -37,9 +37,9 @@ def _is_allowed(module: str) -> bool:
 
 def encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
     """Encode `value` (found at attribute path `key`) as JSON data; arrays go to `arrays`."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int) and not isinstance(value, np.integer):
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return {"__scalar__": value.dtype.str, "value": encode(value.item(), key, arrays)}
+    if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"__float__": repr(value)}
@@ -48,8 +48,6 @@ def encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
             raise BundleError(f"cannot store {key}: arrays of dtype {value.dtype} need pickle")
         arrays[key] = value
         return {"__array__": key}
-    if isinstance(value, np.generic):
-        return {"__scalar__": value.dtype.str, "value": encode(value.item(), key, arrays)}
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return {"__dtype__": np.dtype(value).str}
     if isinstance(value, list | tuple):
