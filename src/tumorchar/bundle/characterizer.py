@@ -128,8 +128,7 @@ class Characterizer:
             raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
         if mask is not None:
             return scans.mask_center(scan, mask)
-        index = scans.point_to_index(scan, tuple(float(v) for v in at), units)
-        return scans.index_to_point(scan, index)
+        return scans.locate_point(scan, at, units)
 
     def predict_patch(self, patch: RegionPatch, case_id: str) -> Characterization:
         """Characterize an already extracted region."""
@@ -142,7 +141,7 @@ class Characterizer:
         return {
             "center_mm": list(patch.center_mm),
             **self.region_settings.to_dict(),
-            "leaves_scan": patch.leaves_scan,
+            "padded_fraction": patch.padded_fraction,
         }
 
     def _predict_mtl(self, features: np.ndarray, patch: RegionPatch, case_id: str):
@@ -171,16 +170,14 @@ class Characterizer:
 
     def _predict_unsupervised(self, features: np.ndarray, patch: RegionPatch, case_id: str):
         est = self._estimators
-        margin = float(np.ravel(est["pipeline"].decision_function(features))[0])
-        scale = float(est["margin_scale"])
-        probability = float(1.0 / (1.0 + np.exp(-margin / scale)))
-        positive_class = int(np.ravel(est["pipeline"].predict(features))[0]) == 1
+        margin = _single_margin(est["classifier"], features)
+        probability = float(1.0 / (1.0 + np.exp(-margin / float(est["margin_scale"]))))
         negative, positive = CLASS_NAMES[self.modality]
         return Characterization(
             case_id=case_id,
             kind=self.kind,
             modality=self.modality,
-            label=positive if positive_class else negative,
+            label=positive if margin > 0 else negative,
             probability=probability,
             probability_method="logistic of the proportion-SVM margin in units of the training "
             "margins' standard deviation (no labels used; a ranking score, not calibrated)",
@@ -189,6 +186,16 @@ class Characterizer:
             region=self._region_info(patch),
             provenance=self.provenance,
         )
+
+
+def _single_margin(classifier: Any, features: np.ndarray) -> float:
+    """The classifier's decision value f(x) for one feature row (> 0: malignant / IPMN).
+
+    `UnsupervisedClassifier` validates inputs as batches of at least two rows, so the row is
+    scored twice in one batch; rows are scored independently, so this is f(x) exactly.
+    """
+    pair = np.repeat(np.atleast_2d(features)[:1], 2, axis=0)
+    return float(np.ravel(classifier.decision_function(pair))[0])
 
 
 def _load_estimators(contents: BundleContents) -> dict[str, Any]:

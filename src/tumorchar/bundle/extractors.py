@@ -19,18 +19,21 @@ NETWORK_FILE = "network.safetensors"
 class C3DExtractor:
     """fc6 activations of the fine-tuned C3D network stored in the bundle."""
 
-    def __init__(self, network: Any):
+    def __init__(self, network: Any, settings: dict[str, Any]):
         self.network = network.eval()
+        self.settings = dict(settings)
 
     def features(self, patch: RegionPatch) -> np.ndarray:
-        from tumorchar.features.c3d import extract_fc6
-
-        return np.asarray(extract_fc6(self.network, patch.volume[None]), dtype=np.float64)
+        return self.features_of_volumes(patch.volume[None])
 
     def features_of_volumes(self, volumes: np.ndarray) -> np.ndarray:
         from tumorchar.features.c3d import extract_fc6
 
-        return np.asarray(extract_fc6(self.network, volumes), dtype=np.float64)
+        window = self.settings.get("intensity_window")
+        options = {"intensity_window": tuple(window) if window is not None else None}
+        return np.asarray(
+            extract_fc6(self.network, volumes, device="cpu", **options), dtype=np.float64
+        )
 
 
 class GistExtractor:
@@ -51,11 +54,10 @@ class GistExtractor:
 
 
 def save_network(network: Any, path) -> None:
-    """Write a torch module's state dict as safetensors (contiguous CPU tensors)."""
-    from safetensors.torch import save_file
+    """Write the C3D network (weights, preset, task count) as a safetensors checkpoint."""
+    from tumorchar.features.c3d import save_checkpoint
 
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(state, str(path))
+    save_checkpoint(network, path)
 
 
 def extractor_from_manifest(spec: dict[str, Any], contents: BundleContents):
@@ -64,22 +66,17 @@ def extractor_from_manifest(spec: dict[str, Any], contents: BundleContents):
     if name == "gist":
         return GistExtractor(spec.get("settings", {}))
     if name == "c3d":
-        return C3DExtractor(_load_c3d(spec, contents))
+        return C3DExtractor(_load_c3d(contents), spec.get("settings", {}))
     raise BundleError(f"model bundle {contents.folder}: unknown feature extractor {name!r}")
 
 
-def _load_c3d(spec: dict[str, Any], contents: BundleContents):
-    from safetensors.torch import load_file
+def _load_c3d(contents: BundleContents):
+    from tumorchar.features.c3d import load_checkpoint
 
-    from tumorchar.features.c3d import C3D
-
-    network = C3D(**spec["network"])
-    state = load_file(str(contents.path(NETWORK_FILE)))
     try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+        return load_checkpoint(contents.path(NETWORK_FILE))
+    except (ValueError, RuntimeError, KeyError) as error:
         raise BundleError(
-            f"model bundle {contents.folder}: the stored network weights do not fit the "
-            f"network {spec['network']} of this tumorchar version"
+            f"model bundle {contents.folder}: the stored network cannot be rebuilt by this "
+            f"tumorchar version ({error})"
         ) from error
-    return network

@@ -1,16 +1,20 @@
 """Fit a model on every case of a patch store and write it as a bundle.
 
-- ``mtl`` (supervised, CT): C3D fine-tuned on the 7 tasks (malignancy and six attributes) →
-  fc6 features → standardization → graph-regularized sparse MTL (paper Eq. 6, ρ1 = 1,
-  ρ2 = 10 by default) on the mean ratings.
-- ``unsupervised`` (CT or MRI): GIST of the central axial slice → standardization, k-means
-  (k = 2), label proportions, ∝SVM (`tumorchar.models.unsupervised`).
+- ``mtl`` (supervised, CT): C3D fine-tuned on the 7 tasks (malignancy and six attributes,
+  binary at the mid-point pivot as in the paper) → fc6 features → standardization →
+  graph-regularized sparse MTL (paper Eq. 6; ρ1 = 1, ρ2 = 10 as in the paper) regressing
+  the mean ratings, with an intercept per task.
+- ``unsupervised`` (CT or MRI): GIST of the middle axial slice → `UnsupervisedClassifier`
+  (standardization, k-means with k = 2, label-free cluster naming, ∝SVM on the clusters).
 
-Both run an internal cross-validation split by patient (stratified by label) and store
-its metrics in the manifest. For ``mtl`` the C3D network is fine-tuned once on all cases
-and only the stages after it are refitted per fold, so its metrics are optimistic about the
-network part; the manifest says so. The out-of-fold malignancy scores of that
-cross-validation fit the logistic calibration behind the probability-like score.
+Both run an internal cross-validation split by patient (stratified by label) and store its
+metrics in the manifest. For ``mtl`` the network is fine-tuned once on all cases and only
+the stages after it are refitted per fold, so the figures are optimistic about the network
+part; the manifest says so. The out-of-fold malignancy scores of that cross-validation fit
+the logistic calibration behind the probability-like score.
+
+The features the final estimators are fitted on are extracted on the CPU, as prediction
+does, so a bundle predicts its own training cases exactly as it was fitted on them.
 """
 
 from __future__ import annotations
@@ -26,22 +30,13 @@ import numpy as np
 
 from tumorchar import __version__
 from tumorchar.bundle.characterizer import ARRAYS_FILE, CLASS_NAMES, ESTIMATORS_FILE
-from tumorchar.bundle.extractors import NETWORK_FILE, GistExtractor, save_network
+from tumorchar.bundle.extractors import NETWORK_FILE, C3DExtractor, GistExtractor, save_network
 from tumorchar.bundle.format import canonical_json, write_bundle
 from tumorchar.bundle.region import RegionSettings
 from tumorchar.bundle.state import estimators_to_state
 
-TASKS = (
-    "malignancy",
-    "calcification",
-    "lobulation",
-    "spiculation",
-    "sphericity",
-    "margin",
-    "texture",
-)
-SCORE_RANGE = {task: (1.0, 6.0 if task == "calcification" else 5.0) for task in TASKS}
 GIST_SETTINGS = {"image_size": 128, "orientations": [8, 8, 8, 8], "n_blocks": 4, "fc_prefilt": 4}
+MTL_DEFAULTS = {"rho1": 1.0, "rho2": 10.0}
 
 Log = Callable[[str], None]
 
@@ -58,10 +53,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _open_store(patches: str | os.PathLike):
+def open_store(patches: str | os.PathLike):
     from tumorchar.data.patches import PatchStore
 
-    return PatchStore(Path(patches))
+    try:
+        return PatchStore(Path(patches))
+    except FileNotFoundError as error:
+        raise TrainingError(str(error)) from None
 
 
 def store_modality(store) -> str:
@@ -70,31 +68,37 @@ def store_modality(store) -> str:
 
 def region_settings_of(store) -> RegionSettings:
     """The crop/resample settings the store's patches were made with."""
-    settings = dict(getattr(store, "settings", {}) or {})
-    spacing = float(settings.get("spacing_mm", RegionSettings.spacing_mm))
-    size = float(settings.get("size_mm", settings.get("patch_size_mm", RegionSettings.size_mm)))
-    fill = float(settings.get("fill_value", -1000.0 if store.source != "mri" else 0.0))
-    return RegionSettings(spacing_mm=spacing, size_mm=size, fill_value=fill)
+    from tumorchar.data.resample import AIR_HU
+
+    geometry = dict(store.settings.get("geometry", {}))
+    missing = {"spacing_mm", "size_mm"} - set(geometry)
+    if missing:
+        raise TrainingError(
+            f"patch store {store.folder} does not record its crop geometry {sorted(missing)}; "
+            "a model trained on it could not crop new scans the same way"
+        )
+    return RegionSettings(
+        spacing_mm=float(geometry["spacing_mm"]),
+        size_mm=float(geometry["size_mm"]),
+        fill_value=float(AIR_HU if store_modality(store) == "ct" else 0.0),
+    )
 
 
-def training_cases(store, kind: str):
-    """Index rows used for training: labelled cases (``excluded`` dropped); for ``mtl`` also
-    every task score finite."""
+def training_cases(store, tasks: tuple[str, ...] = ()):
+    """Labelled index rows (``excluded`` dropped; every score in `tasks` finite) and their
+    0/1 labels (1 = malignant / IPMN)."""
+    negative, positive = CLASS_NAMES[store_modality(store)]
     index = store.index
-    positive = CLASS_NAMES[store_modality(store)][1]
-    negative = CLASS_NAMES[store_modality(store)][0]
     rows = index[index["label"].isin([negative, positive])]
-    if kind == "mtl":
-        missing = [task for task in TASKS if task not in rows.columns]
-        if missing:
-            raise TrainingError(f"patch store has no score columns {missing}")
-        rows = rows[np.isfinite(rows[list(TASKS)].to_numpy(float)).all(axis=1)]
+    if tasks:
+        rows = rows[np.isfinite(rows[list(tasks)].to_numpy(float)).all(axis=1)]
     if len(rows) < 4 or rows["label"].nunique() < 2:
         raise TrainingError(
-            f"patch store has {len(rows)} usable cases; training needs at least 4 with both "
-            f"{negative} and {positive} present"
+            f"patch store {store.folder} has {len(rows)} usable cases; training needs at "
+            f"least 4, with both {negative} and {positive} cases"
         )
-    return rows.reset_index(drop=True), (rows["label"].to_numpy() == positive).astype(int)
+    rows = rows.reset_index(drop=True)
+    return rows, (rows["label"].to_numpy() == positive).astype(int)
 
 
 def _training_data(store, rows) -> dict[str, Any]:
@@ -104,6 +108,7 @@ def _training_data(store, rows) -> dict[str, Any]:
         "case_ids_sha256": hashlib.sha256(ids).hexdigest(),
         "source": store.source,
         "is_phantom": bool(store.is_phantom),
+        "note": store.note,
         "n_cases": len(rows),
         "n_patients": int(rows["patient_id"].nunique()),
         "labels": {str(k): int(v) for k, v in rows["label"].value_counts().items()},
@@ -114,8 +119,9 @@ def _folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int):
     """Patient-grouped, label-stratified folds; fewer when the data cannot fill them."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    n_groups = len(np.unique(groups))
-    n_splits = min(n_folds, n_groups, int(np.bincount(labels).min()))
+    n_positive_groups = len(np.unique(groups[labels == 1]))
+    n_negative_groups = len(np.unique(groups[labels == 0]))
+    n_splits = min(n_folds, n_positive_groups, n_negative_groups)
     if n_splits < 2:
         raise TrainingError("too few patients per class for an internal cross-validation")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
@@ -150,6 +156,12 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
+def _check_out(out: str | os.PathLike, overwrite: bool) -> None:
+    """Fail before hours of work if the bundle could not be written at the end."""
+    if Path(out).exists() and not overwrite:
+        raise TrainingError(f"{out} already exists; choose another folder or allow overwrite")
+
+
 # --- supervised -----------------------------------------------------------------------------
 
 
@@ -158,16 +170,22 @@ def train_mtl(
     out: str | os.PathLike,
     *,
     preset: str = "cpu",
-    rho1: float = 1.0,
-    rho2: float = 10.0,
-    epochs: int | None = None,
+    rho1: float = MTL_DEFAULTS["rho1"],
+    rho2: float = MTL_DEFAULTS["rho2"],
+    epochs: int = 3,
     sports1m: str | os.PathLike | None = None,
+    device: str | None = None,
     n_folds: int = 5,
     seed: int = 0,
     overwrite: bool = False,
+    progress: bool = False,
     log: Log = _quiet,
 ) -> Path:
-    """Fit C3D + graph-regularized sparse MTL on a CT patch store; write the bundle at `out`."""
+    """Fit C3D + graph-regularized sparse MTL on a CT patch store; write the bundle at `out`.
+
+    `device` is where C3D is fine-tuned (default: CUDA when available); features are then
+    extracted on the CPU, as prediction does.
+    """
     from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -175,35 +193,41 @@ def train_mtl(
     from tumorchar.features import c3d
     from tumorchar.models.mtl import GraphSparseMTL
 
-    store = _open_store(patches)
+    _check_out(out, overwrite)
+    store = open_store(patches)
     if store_modality(store) != "ct":
-        raise TrainingError("the supervised model needs a CT patch store (lidc or phantom)")
-    rows, labels = training_cases(store, "mtl")
+        raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
+    tasks = tuple(c3d.TASKS)
+    region = region_settings_of(store)
+    rows, labels = training_cases(store, tasks)
     ids = rows["case_id"].tolist()
-    scores = rows[list(TASKS)].to_numpy(np.float64)
-    log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(TASKS)} tasks")
+    scores = rows[list(tasks)].to_numpy(np.float64)
+    window = list(c3d.CT_WINDOW_HU)
+    log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
     volumes = store.volumes(ids)
-    network = c3d.C3D(preset=preset, n_tasks=len(TASKS))
+    network = c3d.C3D(preset=preset, n_tasks=len(tasks), seed=seed)
     weights_label = "random-init"
     if sports1m is not None:
         c3d.load_sports1m(network, sports1m)
         weights_label = "sports1m"
-    finetune_options = {"seed": seed} | ({"epochs": epochs} if epochs else {})
-    c3d.finetune(network, volumes, scores, **finetune_options)
+    finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
+    c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
+    network = network.cpu().eval()
     log("extracting fc6 features")
-    features = np.asarray(c3d.extract_fc6(network, volumes), dtype=np.float64)
+    extractor = C3DExtractor(network, {"intensity_window": window})
+    features = extractor.features_of_volumes(volumes)
 
     model = GraphSparseMTL(rho1=rho1, rho2=rho2, fit_intercept=True)
-    log("internal cross-validation of the MTL stage")
-    out_of_fold = np.empty_like(scores)
     folds = _folds(labels, rows["patient_id"].to_numpy(), n_folds, seed)
+    log(f"internal {len(folds)}-fold cross-validation of the MTL stage")
+    out_of_fold = np.empty_like(scores)
     for train, test in folds:
         scaler = StandardScaler().fit(features[train])
         fold_model = clone(model).fit(scaler.transform(features[train]), scores[train])
         out_of_fold[test] = fold_model.predict(scaler.transform(features[test]))
-    out_of_fold = _clip(out_of_fold)
+    out_of_fold = _clip(out_of_fold, tasks)
     calibration = LogisticRegression(C=1e4).fit(out_of_fold[:, :1], labels)
-    cv_metrics = _mtl_metrics(scores, out_of_fold, labels, calibration)
+    cv_metrics = _mtl_metrics(scores, out_of_fold, labels, calibration, tasks)
 
     log("fitting the final model on all cases")
     scaler = StandardScaler().fit(features)
@@ -213,29 +237,29 @@ def train_mtl(
         "created_utc": _now(),
         "kind": "mtl",
         "modality": "ct",
-        "tasks": list(TASKS),
-        "score_range": {t: list(r) for t, r in SCORE_RANGE.items()},
+        "tasks": list(tasks),
+        "score_range": {t: list(c3d.SCORE_RANGES[t]) for t in tasks},
         "classes": list(CLASS_NAMES["ct"]),
         "training_data": _training_data(store, rows),
         "settings": {
-            "patch_store": dict(getattr(store, "settings", {}) or {}),
-            "c3d": {"preset": preset, "weights": weights_label, **finetune_options},
+            "patch_store": store.settings,
+            "c3d": {"preset": preset, "weights": weights_label, **finetune},
             "mtl": {"rho1": rho1, "rho2": rho2, "fit_intercept": True},
-            "seed": seed,
+            "cv_folds_requested": n_folds,
         },
         "pipeline": {
-            "region": region_settings_of(store).to_dict(),
+            "region": region.to_dict(),
             "features": {
                 "extractor": "c3d",
-                "label": f"C3D fc6, fine-tuned ({weights_label} start)",
-                "network": {"preset": preset, "n_tasks": len(TASKS)},
+                "label": f"C3D fc6 ({preset} preset, fine-tuned from {weights_label})",
+                "settings": {"intensity_window": window},
             },
         },
         "cv": {
             "n_folds": len(folds),
             "split": "grouped by patient, stratified by benign/malignant",
             "note": "C3D fine-tuned once on all cases; standardization, MTL and calibration "
-            "refitted per fold (network part optimistic)",
+            "refitted per fold, so the figures are optimistic about the network part",
             "metrics": cv_metrics,
         },
     }
@@ -245,21 +269,27 @@ def train_mtl(
     return path
 
 
-def _clip(scores: np.ndarray) -> np.ndarray:
-    low = np.array([SCORE_RANGE[t][0] for t in TASKS])
-    high = np.array([SCORE_RANGE[t][1] for t in TASKS])
+def _clip(scores: np.ndarray, tasks: tuple[str, ...]) -> np.ndarray:
+    from tumorchar.features.c3d import SCORE_RANGES
+
+    low = np.array([SCORE_RANGES[t][0] for t in tasks])
+    high = np.array([SCORE_RANGES[t][1] for t in tasks])
     return np.clip(scores, low, high)
 
 
-def _mtl_metrics(scores, predicted, labels, calibration) -> dict[str, Any]:
-    """Per task: share within ±1 of the mean rating and mean absolute difference; malignancy:
-    benign/malignant metrics of the calibrated probability."""
+def _mtl_metrics(scores, predicted, labels, calibration, tasks) -> dict[str, Any]:
+    """Per task: share of predictions within ±1 of the mean rating and mean absolute
+    difference; benign vs malignant: metrics of the calibrated probability."""
+    from tumorchar.models.scoring import accuracy_within_one, mean_absolute_score_difference
+
     per_task = {
         task: {
-            "accuracy_within_1": float(np.mean(np.abs(predicted[:, i] - scores[:, i]) <= 1.0)),
-            "mean_abs_difference": float(np.mean(np.abs(predicted[:, i] - scores[:, i]))),
+            "accuracy_within_1": float(accuracy_within_one(scores[:, i], predicted[:, i])),
+            "mean_abs_difference": float(
+                mean_absolute_score_difference(scores[:, i], predicted[:, i])
+            ),
         }
-        for i, task in enumerate(TASKS)
+        for i, task in enumerate(tasks)
     }
     probability = calibration.predict_proba(predicted[:, :1])[:, 1]
     binary = _binary_metrics(labels, (probability >= 0.5).astype(int), probability)
@@ -269,44 +299,70 @@ def _mtl_metrics(scores, predicted, labels, calibration) -> dict[str, Any]:
 # --- unsupervised ---------------------------------------------------------------------------
 
 
+def naming_scores(store, ids: list[str]) -> np.ndarray:
+    """Label-free prior that names the malignant (IPMN) cluster, one value per case.
+
+    CT: size × density, d_eq · (mean HU inside the nodule mask + 1000) / 1000, with
+    d_eq = (6 V / π)^(1/3) the equivalent diameter of the mask (larger, denser nodules are
+    more often malignant). MRI: the mean intensity of the ROI slice inside its mask (IPMN
+    cysts hold fluid and are bright on T2).
+    """
+    spacing = float(store.settings.get("geometry", {}).get("spacing_mm", 1.0))
+    values = []
+    for case_id in ids:
+        patch = store.load(case_id)
+        if store_modality(store) == "mri":
+            values.append(float(patch.slice2d[patch.mask2d].mean()))
+            continue
+        volume_mm3 = patch.mask.sum() * spacing**3
+        diameter = (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
+        values.append(float(diameter * (patch.volume[patch.mask].mean() + 1000.0) / 1000.0))
+    return np.asarray(values)
+
+
 def train_unsupervised(
     patches: str | os.PathLike,
     out: str | os.PathLike,
     *,
     n_folds: int = 5,
     seed: int = 0,
+    classifier_options: dict[str, Any] | None = None,
     overwrite: bool = False,
     log: Log = _quiet,
 ) -> Path:
     """Fit GIST → k-means → ∝SVM on a CT or MRI patch store; write the bundle at `out`.
 
-    Labels are used only to evaluate the internal cross-validation, never to fit.
+    `classifier_options` go to `UnsupervisedClassifier` (e.g. ``n_restarts``, ``C``).
+    Labels are used only to score the internal cross-validation, never to fit.
     """
     from sklearn.base import clone
 
-    from tumorchar.models.unsupervised import UnsupervisedProportionPipeline
+    from tumorchar.models.unsupervised import UnsupervisedClassifier
 
-    store = _open_store(patches)
+    _check_out(out, overwrite)
+    store = open_store(patches)
     modality = store_modality(store)
-    rows, labels = training_cases(store, "unsupervised")
+    region = region_settings_of(store)
+    rows, labels = training_cases(store)
     ids = rows["case_id"].tolist()
-    log(f"{len(ids)} cases; GIST of the central slices")
-    extractor = GistExtractor(GIST_SETTINGS)
-    features = extractor.features_of_slices(store.slices(ids))
+    log(f"{len(ids)} cases; GIST of the middle slices")
+    features = GistExtractor(GIST_SETTINGS).features_of_slices(store.slices(ids))
+    hints = naming_scores(store, ids)
 
-    model = UnsupervisedProportionPipeline(random_state=seed)
-    log("internal cross-validation (labels used for scoring only)")
+    options = {"method": "psvm", "naming": "label_free"} | dict(classifier_options or {})
+    model = UnsupervisedClassifier(**options, random_state=seed)
     folds = _folds(labels, rows["patient_id"].to_numpy(), n_folds, seed)
+    log(f"internal {len(folds)}-fold cross-validation (labels used for scoring only)")
     predicted = np.empty(len(ids), dtype=int)
     margins = np.empty(len(ids))
     for train, test in folds:
-        fold_model = clone(model).fit(features[train])
-        predicted[test] = fold_model.predict(features[test])
+        fold_model = clone(model).fit(features[train], naming_score=hints[train])
         margins[test] = fold_model.decision_function(features[test])
+        predicted[test] = (margins[test] > 0).astype(int)
     cv_metrics = _binary_metrics(labels, predicted, margins)
 
     log("fitting the final model on all cases")
-    final = clone(model).fit(features)
+    final = clone(model).fit(features, naming_score=hints)
     scale = float(np.std(final.decision_function(features))) or 1.0
     manifest = {
         "package_version": __version__,
@@ -318,13 +374,14 @@ def train_unsupervised(
         "classes": list(CLASS_NAMES[modality]),
         "training_data": _training_data(store, rows),
         "settings": {
-            "patch_store": dict(getattr(store, "settings", {}) or {}),
+            "patch_store": store.settings,
             "gist": GIST_SETTINGS,
-            "pipeline": final.get_params(deep=False),
-            "seed": seed,
+            "classifier": final.get_params(),
+            "cluster_naming": naming_scores.__doc__.split("\n\n")[1].strip(),
+            "cv_folds_requested": n_folds,
         },
         "pipeline": {
-            "region": region_settings_of(store).to_dict(),
+            "region": region.to_dict(),
             "features": {"extractor": "gist", "label": "GIST", "settings": GIST_SETTINGS},
         },
         "cv": {
@@ -333,7 +390,7 @@ def train_unsupervised(
             "metrics": {"classification": cv_metrics},
         },
     }
-    estimators = {"pipeline": final, "margin_scale": scale}
+    estimators = {"classifier": final, "margin_scale": scale}
     path = _write(out, manifest, estimators, overwrite=overwrite)
     log(f"model bundle written to {path}")
     return path

@@ -1,0 +1,223 @@
+"""`tumorchar predict`: one region or a CSV batch, Rich output, JSON written atomically.
+
+A batch goes on past a bad case and lists the failures at the end; rerunning it with the
+same `--json` file reuses the results already there for the same model (resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tumorchar.bundle.characterizer import Characterization, Characterizer, load_model
+from tumorchar.bundle.format import BundleError
+from tumorchar.bundle.scan import ScanError
+
+Fail = Callable[[str], None]
+_EXPECTED_ERRORS = (ScanError, BundleError, ValueError, OSError)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _load(model: Path, fail: Fail) -> Characterizer:
+    try:
+        return load_model(model)
+    except BundleError as error:
+        fail(str(error))
+        raise  # fail() exits; this keeps type checkers honest
+
+
+def _phantom_note(model: Characterizer) -> str | None:
+    data = model.manifest["training_data"]
+    if data.get("is_phantom"):
+        return (
+            "this model was trained on the annotation-driven phantom (CT-like patches rendered "
+            "from LIDC annotations), not on real CT: its outputs demonstrate the pipeline only"
+        )
+    return None
+
+
+def render(result: Characterization, model: Characterizer, console: Console) -> None:
+    """One result as a Rich table, with the model's provenance underneath."""
+    table = Table(title=f"case {result.case_id}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    negative, positive = model.manifest["classes"]
+    colour = "red" if result.label == positive else "green"
+    table.add_row("class", f"[{colour}]{result.label}[/]")
+    table.add_row(f"P({positive})", f"{result.probability:.3f}  [dim]({result.probability_method})[/]")
+    if result.malignancy is not None:
+        low, high = model.score_range["malignancy"]
+        table.add_row("malignancy", f"{result.malignancy:.2f}  [dim](scale {low:g}–{high:g})[/]")
+    for name, value in result.attributes.items():
+        low, high = model.score_range[name]
+        table.add_row(name, f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
+    center = ", ".join(f"{v:.1f}" for v in result.region["center_mm"])
+    region = f"centre ({center}) mm, {result.region['size_mm']:g} mm cube"
+    if result.region["padded_fraction"] > 0:
+        region += f", {100 * result.region['padded_fraction']:.0f}% outside the scan"
+    table.add_row("region", region)
+    console.print(table)
+    data = result.provenance["training_data"]
+    console.print(
+        f"[dim]model: {model.kind} ({result.provenance['features']}), tumorchar "
+        f"{result.provenance['package_version']}, trained {result.provenance['created_utc']} "
+        f"on {data['n_cases']} {data['source']} cases[/]"
+    )
+    note = _phantom_note(model)
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def predict_one(
+    model_dir: Path,
+    scan: Path,
+    point,
+    units: str,
+    mask: Path | None,
+    json_out: Path | None,
+    modality: str | None,
+    fail: Fail,
+) -> None:
+    model = _load(model_dir, fail)
+    try:
+        result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
+    except _EXPECTED_ERRORS as error:
+        fail(str(error))
+        return
+    render(result, model, Console())
+    if json_out is not None:
+        write_json_atomic(json_out, result.to_dict())
+
+
+def read_batch(csv_path: Path) -> list[dict[str, Any]]:
+    """Rows of a batch CSV: `scan` (relative paths are relative to the CSV's folder) and
+    either `x,y,z` (+ optional `units`) or `mask`; optional `case_id`, `modality`."""
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{csv_path} has no rows")
+    if "scan" not in rows[0]:
+        raise ValueError(f"{csv_path} needs a 'scan' column (and x,y,z or mask)")
+    base = Path(csv_path).parent
+    jobs, seen = [], set()
+    for number, row in enumerate(rows, start=2):
+        scan = base / row["scan"].strip()
+        case_id = (row.get("case_id") or "").strip() or f"row{number}_{Path(scan).name}"
+        if case_id in seen:
+            raise ValueError(f"{csv_path}: case id {case_id!r} appears twice")
+        seen.add(case_id)
+        job: dict[str, Any] = {"case_id": case_id, "scan": scan, "at": None, "mask": None}
+        if (row.get("mask") or "").strip():
+            job["mask"] = base / row["mask"].strip()
+        else:
+            job["at"] = tuple(row.get(axis, "") for axis in ("x", "y", "z"))
+        job["units"] = (row.get("units") or "mm").strip() or "mm"
+        job["modality"] = (row.get("modality") or "").strip() or None
+        jobs.append(job)
+    return jobs
+
+
+def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
+    at = job["at"]
+    if at is not None:
+        try:
+            at = tuple(float(v) for v in at)
+        except ValueError:
+            raise ScanError(f"case {job['case_id']}: x, y, z must be numbers") from None
+    return model.predict(
+        job["scan"],
+        at=at,
+        mask=job["mask"],
+        units=job["units"],
+        case_id=job["case_id"],
+        modality=job["modality"],
+    )
+
+
+def _previous_results(json_out: Path | None, model: Characterizer) -> dict[str, dict]:
+    """Results of an earlier run of the same batch with the same model (for resuming)."""
+    if json_out is None or not Path(json_out).is_file():
+        return {}
+    try:
+        previous = json.loads(Path(json_out).read_text())
+    except json.JSONDecodeError:
+        return {}
+    if previous.get("model_sha256") != model.manifest["manifest_sha256"]:
+        return {}
+    return {r["case_id"]: r for r in previous.get("results", [])}
+
+
+def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: Fail) -> None:
+    from rich.progress import MofNCompleteColumn, Progress
+
+    model = _load(model_dir, fail)
+    try:
+        jobs = read_batch(csv_path)
+    except (ValueError, OSError) as error:
+        fail(str(error))
+        return
+    done = _previous_results(json_out, model)
+    results, failures = [], {}
+    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("predict", total=len(jobs))
+        for job in jobs:
+            if job["case_id"] in done:
+                results.append(done[job["case_id"]])
+            else:
+                try:
+                    results.append(_run_job(model, job).to_dict())
+                except _EXPECTED_ERRORS as error:
+                    message = str(error)
+                    if job["case_id"] not in message:
+                        message = f"case {job['case_id']}: {message}"
+                    failures[job["case_id"]] = message
+            progress.advance(task)
+    _batch_table(results, model, Console())
+    if json_out is not None:
+        payload = {
+            "model": str(model.folder),
+            "model_sha256": model.manifest["manifest_sha256"],
+            "results": results,
+            "failures": failures,
+        }
+        write_json_atomic(json_out, payload)
+    if failures:
+        console = Console(stderr=True)
+        console.print(f"[bold red]{len(failures)} of {len(jobs)} case(s) failed:[/]")
+        for message in failures.values():
+            console.print(f"  {message}")
+        raise SystemExit(1)
+
+
+def _batch_table(results: list[dict], model: Characterizer, console: Console) -> None:
+    positive = model.manifest["classes"][1]
+    table = Table(title=f"{len(results)} case(s), model {model.kind}", title_justify="left")
+    table.add_column("case")
+    table.add_column("class")
+    table.add_column(f"P({positive})", justify="right")
+    if model.kind == "mtl":
+        table.add_column("malignancy", justify="right")
+    for result in results:
+        cells = [result["case_id"], result["label"], f"{result['probability']:.3f}"]
+        if model.kind == "mtl":
+            cells.append(f"{result['malignancy']:.2f}")
+        table.add_row(*cells)
+    console.print(table)
+    note = _phantom_note(model)
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
