@@ -103,11 +103,9 @@ def train_mtl_command(
     """Supervised model: C3D fine-tuned on 7 tasks → fc6 → graph-regularized sparse MTL."""
     from tumorchar.bundle.train import train_mtl
 
-    _run_training(
-        train_mtl, patches, out, preset=preset, epochs=epochs, rho1=rho1, rho2=rho2,
-        sports1m=sports1m, device=device, n_folds=folds, seed=seed, overwrite=overwrite,
-        progress=True,
-    )
+    options = {"preset": preset, "epochs": epochs, "rho1": rho1, "rho2": rho2}
+    options |= {"sports1m": sports1m, "device": device, "n_folds": folds, "seed": seed}
+    _run_training(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)
 
 
 @train_app.command("unsupervised")
@@ -121,8 +119,7 @@ def train_unsupervised_command(
     """Unsupervised model: GIST → k-means (k = 2) → label proportions → ∝SVM."""
     from tumorchar.bundle.train import train_unsupervised
 
-    _run_training(train_unsupervised, patches, out, n_folds=folds, seed=seed,
-                  overwrite=overwrite)
+    _run_training(train_unsupervised, patches, out, n_folds=folds, seed=seed, overwrite=overwrite)
 
 
 def _parse_point(text: str) -> tuple[float, float, float]:
@@ -162,7 +159,6 @@ def predict(
         fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
     point = _parse_point(at) if at is not None else None
     predict_one(model, scan, point, units, mask, json_out, modality, fail)
-
 
 
 if __name__ == "__main__":  # pragma: no cover

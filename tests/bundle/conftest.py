@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tumorchar.data.io import Volume
 
 SPACING_MM = 1.0
@@ -20,7 +19,9 @@ def ball_scene(
     center = np.asarray(center if center is not None else [(s - 1) / 2 for s in shape], float)
     grids = np.indices(shape, dtype=float)
     spacing = np.broadcast_to(np.asarray(spacing_mm, float), (3,))
-    distance = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grids, center, spacing)))
+    distance = np.sqrt(
+        sum(((g - c) * s) ** 2 for g, c, s in zip(grids, center, spacing, strict=True))
+    )
     mask = distance <= radius_mm
     volume = -850.0 + 25.0 * rng.standard_normal(shape)
     volume[mask] = density_hu + 20.0 * rng.standard_normal(int(mask.sum()))
@@ -91,7 +92,9 @@ def make_scan(radius_mm=7.3, density_hu=30.0, seed=99) -> tuple[Volume, tuple[fl
     array, _ = ball_scene(0, radius_mm, density_hu, spacing_zyx, rng, center_kji, shape)
     origin = (-30.0, -20.0, 50.0)
     volume = Volume(array=array, spacing=spacing_zyx, origin=origin)
-    center_xyz = tuple(o + c * s for o, c, s in zip(origin, center_kji[::-1], spacing_zyx[::-1]))
+    center_xyz = tuple(
+        o + c * s for o, c, s in zip(origin, center_kji[::-1], spacing_zyx[::-1], strict=True)
+    )
     return volume, center_xyz
 
 

@@ -33,11 +33,19 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
     manifest = mtl.manifest
     assert manifest["training_data"]["patch_store_hash"] == store.content_hash
     assert manifest["training_data"]["is_phantom"] is True
-    assert manifest["pipeline"]["region"] == {"spacing_mm": 1.0, "size_mm": 24.0,
-                                              "fill_value": -1000.0}
+    assert manifest["pipeline"]["region"] == {
+        "kind": "ct-cube",
+        "spacing_mm": 1.0,
+        "size_mm": 24.0,
+        "fill_value": -1000.0,
+    }
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
-    assert set(manifest["files"]) == {"manifest.json", "arrays.npz", "estimators.json",
-                                      "network.safetensors"} - {"manifest.json"}
+    assert set(manifest["files"]) == {
+        "manifest.json",
+        "arrays.npz",
+        "estimators.json",
+        "network.safetensors",
+    } - {"manifest.json"}
     unsupervised = tumorchar.load_model(unsupervised_bundle)
     assert unsupervised.kind == "unsupervised" and unsupervised.tasks == []
     assert 0.0 <= unsupervised.manifest["cv"]["metrics"]["classification"]["accuracy"] <= 1.0
@@ -111,9 +119,13 @@ def test_fresh_process_loads_and_predicts_identically(bundle, tmp_path, scan_vol
         "print(json.dumps(model.predict(sys.argv[2], at=at).to_dict()))\n"
     )
     argv = [sys.executable, "-c", script, str(bundle), str(path), ",".join(map(repr, center))]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True,
-                          env={"PYTHONPATH": str(__import__("pathlib").Path(
-                              tumorchar.__file__).parents[1])})
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(__import__("pathlib").Path(tumorchar.__file__).parents[1])},
+    )
     assert json.loads(done.stdout) == json.loads(json.dumps(here))
 
 
@@ -165,5 +177,6 @@ def test_dicom_without_spacing_is_refused(mtl_bundle, tmp_path):
     del header.PixelSpacing
     header.save_as(tmp_path / "nospacing.dcm")
     with pytest.raises(ScanError, match="no PixelSpacing"):
-        tumorchar.load_model(mtl_bundle).predict(tmp_path / "nospacing.dcm", at=(0, 0, 0),
-                                                 units="voxel")
+        tumorchar.load_model(mtl_bundle).predict(
+            tmp_path / "nospacing.dcm", at=(0, 0, 0), units="voxel"
+        )

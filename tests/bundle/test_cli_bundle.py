@@ -31,14 +31,24 @@ def _at(center) -> str:
 
 
 def test_train_refuses_missing_store_and_existing_output(tmp_path):
-    result = runner.invoke(app, ["train", "mtl", "--patches", str(tmp_path / "none"),
-                                 "--out", str(tmp_path / "model")])
+    result = runner.invoke(
+        app, ["train", "mtl", "--patches", str(tmp_path / "none"), "--out", str(tmp_path / "model")]
+    )
     assert result.exit_code == 2
     assert "has no store.json" in _text(result)
     assert not (tmp_path / "model").exists()
     (tmp_path / "model").mkdir()
-    result = runner.invoke(app, ["train", "unsupervised", "--patches", str(tmp_path / "none"),
-                                 "--out", str(tmp_path / "model")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "unsupervised",
+            "--patches",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "model"),
+        ],
+    )
     assert result.exit_code == 2 and "already exists" in _text(result)
 
 
@@ -46,8 +56,20 @@ def test_train_refuses_missing_store_and_existing_output(tmp_path):
 def test_predict_prints_and_writes_json(mtl_bundle, ball_file, tmp_path):
     path, center = ball_file
     out = tmp_path / "result.json"
-    result = runner.invoke(app, ["predict", "--model", str(mtl_bundle), "--scan", str(path),
-                                 "--at", _at(center), "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            str(mtl_bundle),
+            "--scan",
+            str(path),
+            "--at",
+            _at(center),
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for word in ("malignancy", "texture", "P(malignant)", "phantom"):
         assert word in _text(result)
@@ -66,12 +88,15 @@ def test_predict_prints_and_writes_json(mtl_bundle, ball_file, tmp_path):
         (["--modality", "mri", "--at", "0,0,0", "--units", "voxel"], "trained on CT"),
     ],
 )
-def test_bad_requests_fail_clearly_and_write_nothing(mtl_bundle, ball_file, tmp_path, extra,
-                                                     message):
+def test_bad_requests_fail_clearly_and_write_nothing(
+    mtl_bundle, ball_file, tmp_path, extra, message
+):
     path, _ = ball_file
     out = tmp_path / "result.json"
-    result = runner.invoke(app, ["predict", "--model", str(mtl_bundle), "--scan", str(path),
-                                 "--json", str(out), *extra])
+    result = runner.invoke(
+        app,
+        ["predict", "--model", str(mtl_bundle), "--scan", str(path), "--json", str(out), *extra],
+    )
     assert result.exit_code == 2
     assert message in _text(result)
     assert list(tmp_path.iterdir()) == []
@@ -83,15 +108,40 @@ def test_altered_bundle_and_scan_without_spacing_write_nothing(mtl_bundle, ball_
     altered = shutil.copytree(mtl_bundle, tmp_path / "model")
     (altered / "estimators.json").write_text((altered / "estimators.json").read_text() + " ")
     out = tmp_path / "result.json"
-    result = runner.invoke(app, ["predict", "--model", str(altered), "--scan", str(path),
-                                 "--at", _at(center), "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            str(altered),
+            "--scan",
+            str(path),
+            "--at",
+            _at(center),
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2 and "estimators.json: size differs" in _text(result)
     raw = np.zeros((4, 5, 6), np.int16)
     header = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 4\nendian: little\n"
     (tmp_path / "plain.nrrd").write_bytes(header + b"encoding: raw\n\n" + raw.tobytes())
-    result = runner.invoke(app, ["predict", "--model", str(mtl_bundle), "--scan",
-                                 str(tmp_path / "plain.nrrd"), "--at", "1,1,1", "--units",
-                                 "voxel", "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            str(mtl_bundle),
+            "--scan",
+            str(tmp_path / "plain.nrrd"),
+            "--at",
+            "1,1,1",
+            "--units",
+            "voxel",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2 and "distances in mm are unknown" in _text(result)
     assert not out.exists()
 
@@ -113,8 +163,15 @@ def test_batch_goes_on_past_a_bad_case_and_resumes(unsupervised_bundle, ball_fil
         "masked,ball.nii.gz,,,,,ball_mask.nii.gz\n"
     )
     out = tmp_path / "results.json"
-    args = ["predict", "--model", str(unsupervised_bundle), "--batch",
-            str(tmp_path / "cases.csv"), "--json", str(out)]
+    args = [
+        "predict",
+        "--model",
+        str(unsupervised_bundle),
+        "--batch",
+        str(tmp_path / "cases.csv"),
+        "--json",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "1 of 3 case(s) failed" in _text(result) and "case outside" in _text(result)

@@ -3,6 +3,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
+from tumorchar.data.io import Volume
 
 from tumorchar.bundle.region import RegionSettings, extract_patch
 from tumorchar.bundle.scan import (
@@ -14,7 +15,6 @@ from tumorchar.bundle.scan import (
     mask_center,
     read_scan,
 )
-from tumorchar.data.io import Volume
 
 SPACING_ZYX = (2.0, 0.8, 0.8)
 ORIGIN_XYZ = (-40.0, -30.0, 100.0)
@@ -25,8 +25,8 @@ def ball_scan(radius_mm=6.0) -> Scan:
     """Air (-1000 HU) with a +40 HU ball centred on BALL_XYZ, on anisotropic voxels."""
     shape = (30, 90, 100)
     z, y, x = np.indices(shape, dtype=float)
-    coords = [o + i * s for o, i, s in zip(ORIGIN_XYZ, (x, y, z), SPACING_ZYX[::-1])]
-    distance = np.sqrt(sum((c - b) ** 2 for c, b in zip(coords, BALL_XYZ)))
+    coords = [o + i * s for o, i, s in zip(ORIGIN_XYZ, (x, y, z), SPACING_ZYX[::-1], strict=True)]
+    distance = np.sqrt(sum((c - b) ** 2 for c, b in zip(coords, BALL_XYZ, strict=True)))
     array = np.where(distance <= radius_mm, 40.0, -1000.0).astype(np.float32)
     return Scan(Volume(array=array, spacing=SPACING_ZYX, origin=ORIGIN_XYZ), "ct", "ball")
 
@@ -52,8 +52,11 @@ def test_patch_leaving_the_scan_is_filled_with_air():
 
 def test_single_slice_scan_is_a_slab_of_its_thickness():
     scan = ball_scan()
-    one = Volume(array=scan.volume.array[15:16], spacing=SPACING_ZYX,
-                 origin=(ORIGIN_XYZ[0], ORIGIN_XYZ[1], 130.0))
+    one = Volume(
+        array=scan.volume.array[15:16],
+        spacing=SPACING_ZYX,
+        origin=(ORIGIN_XYZ[0], ORIGIN_XYZ[1], 130.0),
+    )
     patch = extract_patch(Scan(one, "ct", "slab"), np.array(BALL_XYZ), RegionSettings(0.5, 32.0))
     filled = np.flatnonzero((patch.volume > -1000).any(axis=(1, 2)))
     assert len(filled) == 4  # the 2 mm slab holds 4 samples at 0.5 mm

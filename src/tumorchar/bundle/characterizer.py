@@ -26,7 +26,14 @@ import numpy as np
 
 from tumorchar.bundle import scan as scans
 from tumorchar.bundle.format import BundleContents, BundleError, read_bundle
-from tumorchar.bundle.region import RegionPatch, RegionSettings, extract_patch
+from tumorchar.bundle.region import (
+    MRIRegionSettings,
+    RegionPatch,
+    extract_mri_region,
+    extract_patch,
+    point_roi,
+    region_settings_from_dict,
+)
 from tumorchar.bundle.state import estimators_from_state
 
 ESTIMATORS_FILE = "estimators.json"
@@ -70,7 +77,7 @@ class Characterizer:
         self.modality: str = self.manifest["modality"]
         self.tasks: list[str] = list(self.manifest.get("tasks", []))
         self.score_range = {t: tuple(r) for t, r in self.manifest.get("score_range", {}).items()}
-        self.region_settings = RegionSettings(**self.manifest["pipeline"]["region"])
+        self.region_settings = region_settings_from_dict(self.manifest["pipeline"]["region"])
         self._estimators = _load_estimators(contents)
         self._extractor = _load_extractor(contents)
 
@@ -108,9 +115,19 @@ class Characterizer:
         """
         scan = scans.as_scan(scan, case_id=case_id, modality=modality)
         self.check_modality(scan)
-        center = self.locate(scan, at=at, mask=mask, units=units)
-        patch = extract_patch(scan, center, self.region_settings)
-        return self.predict_patch(patch, scan.case_id)
+        return self.predict_patch(self.region(scan, at=at, mask=mask, units=units), scan.case_id)
+
+    def region(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> RegionPatch:
+        """The region of `scan` cut as the training cases were (see `tumorchar.bundle.region`)."""
+        settings = self.region_settings
+        if isinstance(settings, MRIRegionSettings):
+            if mask is not None:
+                roi = scans.mask_array(scan, mask)
+            else:
+                center = self.locate(scan, at=at, units=units)
+                roi = point_roi(scan, center, settings.roi_extent_mm)
+            return extract_mri_region(scan, roi, settings)
+        return extract_patch(scan, self.locate(scan, at=at, mask=mask, units=units), settings)
 
     def check_modality(self, scan: scans.Scan) -> None:
         found = scans.infer_modality(scan)
@@ -138,11 +155,13 @@ class Characterizer:
         return self._predict_unsupervised(features, patch, case_id)
 
     def _region_info(self, patch: RegionPatch) -> dict[str, Any]:
-        return {
-            "center_mm": list(patch.center_mm),
-            **self.region_settings.to_dict(),
-            "padded_fraction": patch.padded_fraction,
-        }
+        """Where the region was and how it was cut (the settings in the bundle)."""
+        info = {"center_mm": list(patch.center_mm), "padded_fraction": patch.padded_fraction}
+        settings = self.region_settings.to_dict()
+        if isinstance(self.region_settings, MRIRegionSettings):
+            settings.pop("mri")  # preprocessing settings: in the manifest
+            info["n_slices"] = int(patch.volume.shape[0])
+        return info | settings
 
     def _predict_mtl(self, features: np.ndarray, patch: RegionPatch, case_id: str):
         est = self._estimators

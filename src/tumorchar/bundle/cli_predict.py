@@ -58,7 +58,9 @@ def render(result: Characterization, model: Characterizer, console: Console) -> 
     negative, positive = model.manifest["classes"]
     colour = "red" if result.label == positive else "green"
     table.add_row("class", f"[{colour}]{result.label}[/]")
-    table.add_row(f"P({positive})", f"{result.probability:.3f}  [dim]({result.probability_method})[/]")
+    table.add_row(
+        f"P({positive})", f"{result.probability:.3f}  [dim]({result.probability_method})[/]"
+    )
     if result.malignancy is not None:
         low, high = model.score_range["malignancy"]
         table.add_row("malignancy", f"{result.malignancy:.2f}  [dim](scale {low:g}–{high:g})[/]")
@@ -66,7 +68,10 @@ def render(result: Characterization, model: Characterizer, console: Console) -> 
         low, high = model.score_range[name]
         table.add_row(name, f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
     center = ", ".join(f"{v:.1f}" for v in result.region["center_mm"])
-    region = f"centre ({center}) mm, {result.region['size_mm']:g} mm cube"
+    if result.region["kind"] == "ct-cube":
+        region = f"centre ({center}) mm, {result.region['size_mm']:g} mm cube"
+    else:
+        region = f"ROI centre ({center}) mm, {result.region['n_slices']} axial slice(s)"
     if result.region["padded_fraction"] > 0:
         region += f", {100 * result.region['padded_fraction']:.0f}% outside the scan"
     table.add_row("region", region)

@@ -220,6 +220,12 @@ def locate_point(scan: Scan, point_xyz, units: str = "mm") -> np.ndarray:
 
 def mask_center(scan: Scan, mask: Any) -> np.ndarray:
     """World centroid (x, y, z) of a mask on the scan's grid (array, Volume or file)."""
+    center_kji = np.argwhere(mask_array(scan, mask)).mean(axis=0)
+    return scan.point_of(center_kji[::-1])
+
+
+def mask_array(scan: Scan, mask: Any) -> np.ndarray:
+    """A non-empty bool mask `(z, y, x)` on the scan's grid, from an array, Volume or file."""
     if isinstance(mask, str | os.PathLike):
         from tumorchar.data.io import read_image
 
@@ -228,8 +234,13 @@ def mask_center(scan: Scan, mask: Any) -> np.ndarray:
         except ScanReadError as error:
             raise ScanError(f"{error} (the mask)") from None
     if isinstance(mask, Volume):
-        if mask.array.shape != scan.volume.array.shape or not np.allclose(
-            mask.spacing, scan.volume.spacing, rtol=1e-4
+        same_origin = np.allclose(
+            mask.origin, scan.volume.origin, atol=1e-2 * min(scan.volume.spacing)
+        )
+        if (
+            mask.array.shape != scan.volume.array.shape
+            or not np.allclose(mask.spacing, scan.volume.spacing, rtol=1e-3)
+            or not same_origin
         ):
             raise ScanError(
                 f"case {scan.case_id}: the mask's grid (shape {mask.array.shape}, spacing "
@@ -246,5 +257,4 @@ def mask_center(scan: Scan, mask: Any) -> np.ndarray:
         )
     if not mask.any():
         raise ScanError(f"case {scan.case_id}: the mask is empty")
-    center_kji = np.argwhere(mask).mean(axis=0)
-    return scan.point_of(center_kji[::-1])
+    return mask

@@ -65,7 +65,9 @@ def encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
                 name: encode(v, f"{key}.{name}", arrays) for name, v in attributes.items()
             },
         }
-    raise BundleError(f"cannot store {key}: values of type {type(value).__name__} are not supported")
+    raise BundleError(
+        f"cannot store {key}: values of type {type(value).__name__} are not supported"
+    )
 
 
 def decode(data: Any, arrays: Any) -> Any:

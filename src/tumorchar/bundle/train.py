@@ -32,7 +32,7 @@ from tumorchar import __version__
 from tumorchar.bundle.characterizer import ARRAYS_FILE, CLASS_NAMES, ESTIMATORS_FILE
 from tumorchar.bundle.extractors import NETWORK_FILE, C3DExtractor, GistExtractor, save_network
 from tumorchar.bundle.format import canonical_json, write_bundle
-from tumorchar.bundle.region import RegionSettings
+from tumorchar.bundle.region import MRIRegionSettings, RegionSettings
 from tumorchar.bundle.state import estimators_to_state
 
 GIST_SETTINGS = {"image_size": 128, "orientations": [8, 8, 8, 8], "n_blocks": 4, "fc_prefilt": 4}
@@ -66,10 +66,21 @@ def store_modality(store) -> str:
     return "mri" if store.source == "mri" else "ct"
 
 
-def region_settings_of(store) -> RegionSettings:
-    """The crop/resample settings the store's patches were made with."""
+def region_settings_of(store) -> RegionSettings | MRIRegionSettings:
+    """The crop/resample settings the store's patches were made with.
+
+    MRI: the store's preprocessing/ROI settings, and for regions given by a point the
+    median in-plane ROI extent of the training cases, side = pixel · roi_size / (1 + 2·margin).
+    """
     from tumorchar.data.resample import AIR_HU
 
+    if store_modality(store) == "mri":
+        mri = dict(store.settings.get("mri", {}))
+        if "roi_size" not in mri:
+            raise TrainingError(f"MRI patch store {store.folder} does not record its settings")
+        pixel = store.index["spacing_mm"].to_numpy(float)
+        side = np.median(pixel) * mri["roi_size"] / (1.0 + 2.0 * mri.get("roi_margin", 0.0))
+        return MRIRegionSettings(mri=mri, roi_extent_mm=float(side))
     geometry = dict(store.settings.get("geometry", {}))
     missing = {"spacing_mm", "size_mm"} - set(geometry)
     if missing:
@@ -80,7 +91,7 @@ def region_settings_of(store) -> RegionSettings:
     return RegionSettings(
         spacing_mm=float(geometry["spacing_mm"]),
         size_mm=float(geometry["size_mm"]),
-        fill_value=float(AIR_HU if store_modality(store) == "ct" else 0.0),
+        fill_value=float(AIR_HU),
     )
 
 
