@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/tumorchar reproduce --data phantom --out demo-output
+	$(VENV)/bin/tumorchar train mtl --patches demo-output/patches/lung --out demo-output/model --overwrite
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q

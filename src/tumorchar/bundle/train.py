@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,22 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
+class StoreVolumes(Sequence):
+    """The volumes of some store cases, read from disk on access (a whole LIDC-size store
+    does not fit comfortably in memory at once); slicing gives a list of arrays."""
+
+    def __init__(self, store, case_ids: list[str]):
+        self.store, self.case_ids = store, list(case_ids)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self.store.load(c).volume for c in self.case_ids[item]]
+        return self.store.load(self.case_ids[item]).volume
+
+
 def _check_out(out: str | os.PathLike, overwrite: bool) -> None:
     """Fail before hours of work if the bundle could not be written at the end."""
     if Path(out).exists() and not overwrite:
@@ -215,7 +231,7 @@ def train_mtl(
     scores = rows[list(tasks)].to_numpy(np.float64)
     window = list(c3d.CT_WINDOW_HU)
     log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
-    volumes = store.volumes(ids)
+    volumes = StoreVolumes(store, ids)
     network = c3d.C3D(preset=preset, n_tasks=len(tasks), seed=seed)
     weights_label = "random-init"
     if sports1m is not None:
