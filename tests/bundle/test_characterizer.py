@@ -1,8 +1,10 @@
 """Train on a small phantom store, save, load, predict: the promises of a model bundle."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -119,13 +121,8 @@ def test_fresh_process_loads_and_predicts_identically(bundle, tmp_path, scan_vol
         "print(json.dumps(model.predict(sys.argv[2], at=at).to_dict()))\n"
     )
     argv = [sys.executable, "-c", script, str(bundle), str(path), ",".join(map(repr, center))]
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(__import__("pathlib").Path(tumorchar.__file__).parents[1])},
-    )
+    env = os.environ | {"PYTHONPATH": str(Path(tumorchar.__file__).parents[1])}
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
     assert json.loads(done.stdout) == json.loads(json.dumps(here))
 
 

@@ -182,3 +182,30 @@ def test_batch_goes_on_past_a_bad_case_and_resumes(unsupervised_bundle, ball_fil
     again = runner.invoke(app, args)
     assert again.exit_code == 1
     assert json.loads(out.read_text())["results"] == written["results"]
+
+
+def test_help_lists_the_options():
+    assert "--patches" in _text(runner.invoke(app, ["train", "mtl", "--help"]))
+    assert "--patches" in _text(runner.invoke(app, ["train", "unsupervised", "--help"]))
+    text = _text(runner.invoke(app, ["predict", "--help"]))
+    for option in ("--model", "--scan", "--at", "--units", "--mask", "--batch", "--json"):
+        assert option in text
+
+
+def test_load_model_is_imported_lazily():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tumorchar
+
+    env = os.environ | {"PYTHONPATH": str(Path(tumorchar.__file__).parents[1])}
+    script = (
+        "import sys, tumorchar; light = 'numpy' not in sys.modules; "
+        "tumorchar.load_model; print(light, 'numpy' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.split() == ["True", "True"]

@@ -153,8 +153,13 @@ def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
     )
 
 
-def _previous_results(json_out: Path | None, model: Characterizer) -> dict[str, dict]:
-    """Results of an earlier run of the same batch with the same model (for resuming)."""
+def _request(job: dict[str, Any]) -> dict[str, Any]:
+    """What a batch row asks for, as JSON: a result is reused only for the same request."""
+    return {key: None if value is None else str(value) for key, value in job.items()}
+
+
+def _previous_results(json_out: Path | None, model: Characterizer, jobs) -> dict[str, dict]:
+    """Results of an earlier run with the same model and the same request (for resuming)."""
     if json_out is None or not Path(json_out).is_file():
         return {}
     try:
@@ -163,7 +168,13 @@ def _previous_results(json_out: Path | None, model: Characterizer) -> dict[str, 
         return {}
     if previous.get("model_sha256") != model.manifest["manifest_sha256"]:
         return {}
-    return {r["case_id"]: r for r in previous.get("results", [])}
+    requests = previous.get("requests", {})
+    wanted = {job["case_id"]: _request(job) for job in jobs}
+    return {
+        r["case_id"]: r
+        for r in previous.get("results", [])
+        if requests.get(r["case_id"]) == wanted.get(r["case_id"])
+    }
 
 
 def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: Fail) -> None:
@@ -175,7 +186,7 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: 
     except (ValueError, OSError) as error:
         fail(str(error))
         return
-    done = _previous_results(json_out, model)
+    done = _previous_results(json_out, model, jobs)
     results, failures = [], {}
     columns = (*Progress.get_default_columns(), MofNCompleteColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
@@ -197,6 +208,7 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: 
         payload = {
             "model": str(model.folder),
             "model_sha256": model.manifest["manifest_sha256"],
+            "requests": {job["case_id"]: _request(job) for job in jobs},
             "results": results,
             "failures": failures,
         }
