@@ -107,9 +107,7 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
     """x ← 255·(x − min x)/(max x − min x) per image; a constant image becomes all zeros."""
     low = images.min(axis=(1, 2), keepdims=True)
     span = images.max(axis=(1, 2), keepdims=True) - low
-    return np.divide(
-        255.0 * (images - low), span, out=np.zeros_like(images), where=span > 0
-    )
+    return np.divide(255.0 * (images - low), span, out=np.zeros_like(images), where=span > 0)
 
 
 def resize_crop(images: np.ndarray, size: int) -> np.ndarray:
@@ -146,7 +144,9 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     mirror = np.concatenate([np.arange(n_in), np.arange(n_in)[::-1]])
     columns = mirror[np.mod(taps.astype(int) - 1, 2 * n_in)]
     matrix = np.zeros((n_out, n_in))
-    np.add.at(matrix, (np.repeat(np.arange(n_out), taps.shape[1]), columns.ravel()), weights.ravel())
+    np.add.at(
+        matrix, (np.repeat(np.arange(n_out), taps.shape[1]), columns.ravel()), weights.ravel()
+    )
     return matrix
 
 
@@ -257,9 +257,7 @@ def _gabor_plan(size: int, orientations: tuple[int, ...], n_blocks: int) -> _Gab
         start, stop = int(live_lines[0]), int(live_lines[-1]) + 1
         response = np.ascontiguousarray(lines_first[start:stop]).astype(np.complex64)
         plans.append(_FilterPlan(bool(transposed), start, stop, response))
-    return _GaborPlan(
-        size, n, tuple(plans), block_mean_matrix(size, n_blocks).astype(np.float32)
-    )
+    return _GaborPlan(size, n, tuple(plans), block_mean_matrix(size, n_blocks).astype(np.float32))
 
 
 def _gabor_features(prefiltered: np.ndarray, plan: _GaborPlan) -> np.ndarray:
