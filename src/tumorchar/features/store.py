@@ -258,6 +258,12 @@ class FeatureStore:
                     zip(part["failed_ids"].tolist(), part["failed_messages"].tolist(), strict=True)
                 )
                 advance(len(batch))
+        if not any(len(part["case_ids"]) for part in parts):
+            shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming from
+            examples = "; ".join(f"{c}: {m}" for c, m in list(failures.items())[:3])
+            raise RuntimeError(
+                f"{extractor}: feature extraction failed for every case ({examples})"
+            )
         names = _output_names(parts)
         outputs = {name: _stack([p[name] for p in parts if name in p]) for name in names}
         done_ids = [case_id for p in parts for case_id in p["case_ids"].tolist()]
@@ -272,8 +278,6 @@ def _output_names(parts: list[dict[str, np.ndarray]]) -> list[str]:
             if names and batch_names != names:
                 raise ValueError(f"compute returned outputs {batch_names}, earlier {names}")
             names = batch_names
-    if not names:
-        raise RuntimeError("feature extraction failed for every case")
     return names
 
 
