@@ -238,10 +238,15 @@ def block_mean_matrix(size: int, n_blocks: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _FilterPlan:
-    transposed: bool  # the filter is sparse along rows: work on the transposed spectrum
-    start: int  # live frequency lines are [start, stop) of the fftshifted line axis
-    stop: int
-    response: np.ndarray  # complex64 (stop - start, n): the filter on those lines
+    lines: slice  # the filter's box in the fftshifted spectrum: rows (fy) if rows_first,
+    along: slice  # else columns (fx); `along` indexes the float32 (re, im) pairs on a line
+    rows_first: bool  # the box has fewer rows than columns
+    response: np.ndarray  # float32 (lines, 2 · box length): the real filter, each value twice
+
+
+def _pairs(index: slice) -> slice:
+    """The float32 positions of complex entries `index` in an interleaved (re, im) view."""
+    return slice(2 * index.start, 2 * index.stop)
 
 
 @dataclass(frozen=True)
@@ -250,60 +255,66 @@ class _GaborPlan:
     n: int
     filters: tuple[_FilterPlan, ...]
     block_means: np.ndarray  # float32 (n_blocks, size)
+    checkerboard: np.ndarray  # float32 (n, n): (−1)^(y + x), fftshift in the image domain
 
 
 @lru_cache(maxsize=8)
 def _gabor_plan(size: int, orientations: tuple[int, ...], n_blocks: int) -> _GaborPlan:
-    """Cache the bank as `_FilterPlan`s: each filter on its live lines only.
+    """Cache the bank as `_FilterPlan`s: each filter on the box where it is not negligible.
 
-    Lines are frequency columns (or rows, whichever are fewer) where the filter exceeds
-    LINE_TOLERANCE of its peak. After an fftshift along the line axis they are contiguous
-    (a filter's support is one wedge of an annulus).
+    The box bounds the frequencies where the filter exceeds LINE_TOLERANCE of its peak; with
+    zero frequency moved to the centre (fftshift) it is one rectangle (a filter's support
+    is one wedge of an annulus).
     """
     if size < n_blocks:
         raise ValueError(f"image_size {size} is smaller than n_blocks {n_blocks}")
     n = size + 2 * BOUNDARY_EXTENSION
     plans = []
     for g in gabor_bank(orientations, n):
-        live = g > LINE_TOLERANCE * g.max()
-        transposed = live.any(1).sum() < live.any(0).sum()
-        lines_first = np.fft.fftshift(g if transposed else g.T, axes=0)  # (line, other)
-        live_lines = np.flatnonzero((lines_first > LINE_TOLERANCE * g.max()).any(1))
-        start, stop = int(live_lines[0]), int(live_lines[-1]) + 1
-        response = np.ascontiguousarray(lines_first[start:stop]).astype(np.complex64)
-        plans.append(_FilterPlan(bool(transposed), start, stop, response))
-    return _GaborPlan(size, n, tuple(plans), block_mean_matrix(size, n_blocks).astype(np.float32))
+        shifted = np.fft.fftshift(g)
+        live = shifted > LINE_TOLERANCE * g.max()
+        rows, columns = np.flatnonzero(live.any(1)), np.flatnonzero(live.any(0))
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1))
+        rows_first = len(rows) < len(columns)
+        response = shifted[box] if rows_first else shifted[box].T
+        interleaved = np.repeat(response.astype(np.float32), 2, axis=1)  # (re, im) pairs
+        if rows_first:
+            plans.append(_FilterPlan(box[0], _pairs(box[1]), rows_first, interleaved))
+        else:
+            plans.append(_FilterPlan(box[1], _pairs(box[0]), rows_first, interleaved))
+    index = np.arange(n)
+    checkerboard = (1 - 2 * ((index[:, None] + index[None, :]) % 2)).astype(np.float32)
+    return _GaborPlan(
+        size, n, tuple(plans), block_mean_matrix(size, n_blocks).astype(np.float32), checkerboard
+    )
 
 
 def _gabor_features(prefiltered: np.ndarray, plan: _GaborPlan) -> np.ndarray:
     """Block means of |IFFT2(FFT2(pad32(p)) · G_k)| for a chunk of prefiltered images.
 
-    Each 2D inverse FFT runs as a 1D pass over the filter's live lines only, a crop, and a
-    1D pass across the lines. The line axis stays fftshifted: shifting an n-point spectrum
-    by n/2 multiplies its inverse transform by (−1)^x, which |.| removes.
+    Each 2D inverse FFT runs as two 1D passes over the filter's box only: first along the
+    box's longer side (zero-padded to n, cropped to the image), then along the other
+    (zero-padded, cropped). Moving a box in frequency — to the start of the zero-padded
+    transform, or by the fftshift — multiplies the result by a unit phase e^{2πi d·x/n},
+    which |.| removes.
     """
     ext, size, n = BOUNDARY_EXTENSION, plan.size, plan.n
     count, n_blocks = len(prefiltered), plan.block_means.shape[0]
     padded = np.pad(prefiltered, ((0, 0), (ext, ext), (ext, ext)), mode="symmetric")
-    spectrum = sfft.fft2(padded.astype(np.float32), workers=1)  # (image, fy, fx)
-    by_line = {  # (image, line, other): lines are fx for plain filters, fy for transposed
-        False: np.ascontiguousarray(np.fft.fftshift(spectrum, axes=2).transpose(0, 2, 1)),
-        True: np.fft.fftshift(spectrum, axes=1),
+    # fftshift(fft2(x)) = fft2((−1)^(y+x) x) for even n: zero frequency at the centre.
+    spectrum = sfft.fft2(padded.astype(np.float32) * plan.checkerboard, workers=1)
+    pairs = {  # float32 (image, line, 2n): interleaved (re, im) along each line
+        True: spectrum.view(np.float32),
+        False: np.ascontiguousarray(spectrum.transpose(0, 2, 1)).view(np.float32),
     }
-    buffer = np.zeros((count, n, size), np.complex64)
+    crop = slice(ext, ext + size)
     out = np.empty((count, len(plan.filters), n_blocks * n_blocks), np.float32)
     for k, f in enumerate(plan.filters):
-        along = sfft.ifft(by_line[f.transposed][:, f.start : f.stop] * f.response, workers=1)
-        buffer[:, : f.start] = 0
-        buffer[:, f.stop :] = 0
-        buffer[:, f.start : f.stop] = along[:, :, ext : ext + size]
-        across = sfft.ifft(buffer, axis=1, workers=1)[:, ext : ext + size]
-        magnitude = np.abs(across)  # (image, line-axis position, other-axis position)
-        blocks = plan.block_means @ (magnitude @ plan.block_means.T)
-        # blocks[i, a, b]: a indexes the line axis (x for plain filters); MATLAB's
-        # column-major order makes the row block index fastest.
-        if not f.transposed:
-            out[:, k] = blocks.reshape(count, -1)  # a = column block: already row-fastest
-        else:
-            out[:, k] = blocks.transpose(0, 2, 1).reshape(count, -1)
+        product = (pairs[f.rows_first][:, f.lines, f.along] * f.response).view(np.complex64)
+        along = sfft.ifft(product, n=n, axis=2, workers=1)[:, :, crop]
+        response = sfft.ifft(along, n=n, axis=1, workers=1)[:, crop]  # (image, line, along)
+        blocks = plan.block_means @ (np.abs(response) @ plan.block_means.T)
+        if f.rows_first:  # blocks[y block, x block]: column-major = transposed, row-major
+            blocks = blocks.transpose(0, 2, 1)
+        out[:, k] = blocks.reshape(count, -1)
     return out.reshape(count, -1)
