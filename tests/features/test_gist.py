@@ -113,3 +113,7 @@ def test_bad_input_is_refused():
         gist(np.full((3, 16, 16), np.nan))
     with pytest.raises(ValueError, match="H, W"):
         gist(np.zeros((2, 3, 16, 16)))
+    with pytest.raises(ValueError, match="even image_size"):
+        gist(np.zeros((16, 16)), image_size=31)
+    with pytest.raises(ValueError, match="orientation"):
+        gist(np.zeros((16, 16)), orientations=(8, 0))
