@@ -139,8 +139,13 @@ def features_gist(
         fail(f"--orientations must be comma-separated integers, got {orientations!r}")
     if not orients or min(orients) < 1 or image_size < n_blocks or n_blocks < 1:
         fail("need orientations ≥ 1 per scale and 1 ≤ n_blocks ≤ image_size")
-    settings = {"image_size": image_size, "orientations": list(orients), "n_blocks": n_blocks,
-                "fc_prefilt": fc_prefilt, "algorithm": "LMgist"}
+    settings = {
+        "image_size": image_size,
+        "orientations": list(orients),
+        "n_blocks": n_blocks,
+        "fc_prefilt": fc_prefilt,
+        "algorithm": "LMgist",
+    }
     store = _open_patch_store(patches)
 
     def compute(case_ids: list[str]):
@@ -179,8 +184,9 @@ def features_vgg(
     def compute(case_ids: list[str]):
         return vgg.extract_vgg(model, store.slices(case_ids), **window_kw)
 
-    result = FeatureStore(out).get_or_compute_outputs(extractor, settings, store, compute,
-                                                      batch_size)
+    result = FeatureStore(out).get_or_compute_outputs(
+        extractor, settings, store, compute, batch_size
+    )
     _report_features(result, out)
 
 
@@ -214,17 +220,21 @@ def features_c3d(
         if weights is not None or not allow_random_init:
             fail(f"{error}\nTo extract features from a random network, pass --allow-random-init.")
     window_kw, window_setting = _intensity_window(store)
-    settings = {"preset": preset, "weights": label, "weights_sha256": _model_fingerprint(model),
-                **window_setting}
+    settings = {
+        "preset": preset,
+        "weights": label,
+        "weights_sha256": _model_fingerprint(model),
+        **window_setting,
+    }
     extractor = f"c3d-{preset}" + ("-random-init" if label == "random-init" else "")
 
     def compute(case_ids: list[str]):
         return c3d.extract_fc6(model, store.volumes(case_ids), **window_kw)
 
-    result = FeatureStore(out).get_or_compute_outputs(extractor, settings, store, compute,
-                                                      batch_size)
+    result = FeatureStore(out).get_or_compute_outputs(
+        extractor, settings, store, compute, batch_size
+    )
     _report_features(result, out)
-
 
 
 # --- reproduce (issue 7) ----------------------------------------------------------------------
