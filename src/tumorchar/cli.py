@@ -73,29 +73,38 @@ def _open_patch_store(folder: Path):
         fail(f"cannot open the patch store {folder}: {error}")
 
 
-def _report_features(sets: dict, out: Path) -> None:
-    """Print where the features went, their shapes, labels and the cases that failed."""
+def _report_features(sets: dict, out: Path, started: str) -> None:
+    """Print where the features are, their sizes and labels, and the cases that failed."""
     from rich.console import Console
 
     console = Console(stderr=True)
     first = next(iter(sets.values()))
     prov = first.provenance
-    key = prov["key"][:16]
-    folder = out / prov["extractor"] / key
-    shapes = ", ".join(f"{name} {fs.values.shape[1]}" for name, fs in sets.items())
-    labels = []
+    folder = out / prov["extractor"] / prov["key"][:16]
+    sizes = ", ".join(
+        f"{fs.values.shape[1]}-d" if name == "values" else f"{name} {fs.values.shape[1]}-d"
+        for name, fs in sets.items()
+    )
+    labels = ["(cached)"] if prov["created"] < started else []
     if prov["settings"].get("weights") == "random-init":
         labels.append("[bold yellow]random-init weights[/]")
     if (prov.get("input") or {}).get("is_phantom"):
         labels.append("[bold yellow]phantom data[/]")
     console.print(
-        f"[green]{prov['extractor']}[/]: {len(first.case_ids)} cases, dims {shapes} "
+        f"[green]{prov['extractor']}[/]: {len(first.case_ids)} cases, {sizes} "
         f"{' '.join(labels)}\n  {folder}"
     )
     if prov["failures"]:
         console.print(f"[bold red]{len(prov['failures'])} case(s) failed:[/]")
         for case_id, message in prov["failures"].items():
             console.print(f"  {case_id}: {message}")
+
+
+def _now() -> str:
+    """The current UTC time as the feature store writes it (seconds)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _model_fingerprint(model) -> str:
@@ -133,6 +142,7 @@ def features_gist(
     from tumorchar.features.gist import gist
     from tumorchar.features.store import FeatureStore
 
+    started = _now()
     try:
         orients = tuple(int(o) for o in orientations.split(","))
     except ValueError:
@@ -152,7 +162,7 @@ def features_gist(
         return gist(store.slices(case_ids), image_size, orients, n_blocks, fc_prefilt)
 
     result = FeatureStore(out).get_or_compute_outputs("gist", settings, store, compute, batch_size)
-    _report_features(result, out)
+    _report_features(result, out, started)
 
 
 @features_app.command("vgg")
@@ -172,6 +182,7 @@ def features_vgg(
     from tumorchar.features import vgg
     from tumorchar.features.store import FeatureStore
 
+    started = _now()
     store = _open_patch_store(patches)
     try:
         model, label = vgg.load_vgg16(weights, allow_random_init=allow_random_init, seed=seed)
@@ -187,7 +198,7 @@ def features_vgg(
     result = FeatureStore(out).get_or_compute_outputs(
         extractor, settings, store, compute, batch_size
     )
-    _report_features(result, out)
+    _report_features(result, out, started)
 
 
 @features_app.command("c3d")
@@ -208,6 +219,7 @@ def features_c3d(
     from tumorchar.features import c3d
     from tumorchar.features.store import FeatureStore
 
+    started = _now()
     if preset not in ("cpu", "paper"):
         fail(f"--preset must be cpu or paper, got {preset!r}")
     store = _open_patch_store(patches)
@@ -234,7 +246,7 @@ def features_c3d(
     result = FeatureStore(out).get_or_compute_outputs(
         extractor, settings, store, compute, batch_size
     )
-    _report_features(result, out)
+    _report_features(result, out, started)
 
 
 # --- reproduce (issue 7) ----------------------------------------------------------------------
