@@ -161,3 +161,10 @@ def test_bad_compute_output_is_reported(tmp_path):
         FeatureStore(tmp_path).get_or_compute(
             "toy", {}, patches, lambda ids: np.zeros((len(ids) + 1, 2)), progress=False
         )
+
+
+def test_empty_patch_store_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no cases"):
+        FeatureStore(tmp_path).get_or_compute(
+            "toy", {}, FakePatchStore(n_cases=0), lambda ids: np.zeros((len(ids), 2))
+        )

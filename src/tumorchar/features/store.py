@@ -193,6 +193,8 @@ class FeatureStore:
         key = feature_key(extractor, settings, patch_store.content_hash)
         folder = self.folder(extractor, key)
         case_ids = [str(case_id) for case_id in patch_store.case_ids]
+        if not case_ids:
+            raise ValueError(f"{extractor}: the patch store has no cases")
         outputs, done_ids, failures = self._compute_batches(
             folder, case_ids, compute, batch_size, progress, extractor
         )
