@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from gist_reference import create_gabor, lmgist
 
-from tumorchar.features.gist import block_edges, gist, resize_crop
+from tumorchar.features.gist import block_edges, gist, resize_crop, resize_matrix
 
 RTOL = 1e-4
 
@@ -117,3 +117,14 @@ def test_bad_input_is_refused():
         gist(np.zeros((16, 16)), image_size=31)
     with pytest.raises(ValueError, match="orientation"):
         gist(np.zeros((16, 16)), orientations=(8, 0))
+
+
+def test_resize_follows_matlab_imresize_bilinear():
+    """imresize([1 2; 3 4], [4 4], 'bilinear') and imresize(1:8, [1 4], 'bilinear')
+    (antialiased when shrinking), as MATLAB computes them."""
+    up = resize_matrix(2, 4) @ np.array([[1.0, 2], [3, 4]]) @ resize_matrix(2, 4).T
+    np.testing.assert_allclose(
+        up,
+        [[1, 1.25, 1.75, 2], [1.5, 1.75, 2.25, 2.5], [2.5, 2.75, 3.25, 3.5], [3, 3.25, 3.75, 4]],
+    )
+    np.testing.assert_allclose(resize_matrix(8, 4) @ np.arange(1, 9.0), [1.625, 3.5, 5.5, 7.375])
