@@ -229,9 +229,20 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         labels[order[rank < n_pos[bag_of]]] = 1
         return labels
 
-    def _alternate(self, problem, labels, index, proportions, theta=None):
-        """Steps (i) and (ii) until the labels are stable, at each C* of the schedule."""
-        for c_star in self._c_schedule():
+    def _alternate(self, problem, labels, index, proportions, seen):
+        """Steps (i) and (ii) until the labels are stable, at each C* of the schedule.
+
+        The run from a given C* on depends only on the labels it starts from (the SVM
+        solution for fixed labels is unique), so a restart that reaches a (C*, labels) state
+        met by an earlier restart ends with that restart's result, kept in ``seen``.
+        """
+        theta, visited = None, []
+        for stage, c_star in enumerate(self._c_schedule()):
+            key = (stage, labels.tobytes())
+            if key in seen:
+                theta, labels = seen[key]
+                break
+            visited.append(key)
             for _ in range(int(self.max_alternations)):
                 theta = fit_squared_hinge(problem, labels, c_star, theta0=theta)
                 scores = problem.Z @ theta
@@ -241,6 +252,7 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
                 if np.array_equal(new, labels):
                     break
                 labels = new
+        seen.update(dict.fromkeys(visited, (theta, labels)))
         return theta, labels
 
     def fit(self, X, bags, proportions, sample_weight=None):
@@ -260,12 +272,12 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         problem = SquaredHingeProblem.from_features(features, sample_weight)
         index = BagIndex.from_ids(bags, proportions.size)
 
-        best = None
+        best, seen = None, {}
         self.restart_objectives_ = []
         for seed in restart_seeds:
             rng = np.random.default_rng(seed)
             labels = self._initial_labels(index, proportions, rng)
-            theta, labels = self._alternate(problem, labels, index, proportions)
+            theta, labels = self._alternate(problem, labels, index, proportions, seen)
             obj = self._objective(theta, problem, labels, index, proportions)
             self.restart_objectives_.append(obj)
             if best is None or obj < best[0]:
