@@ -6,8 +6,10 @@ the training part in 8 bags of varied class mix; each bag's share of malignant-l
 and the same annealing (×1.5 from 1e-4 C). Prints test accuracy and fit time for several
 seeds, their ratio, then the fit time of ProportionSVM at n = 10 000, d = 512.
 
-Run: /work/venv/bin/python benchmarks/bench_psvm.py [--seeds 3] [--skip-large]
-llp-learn is only needed here (pip install --no-deps llp-learn).
+Run: PYTHONPATH=src python benchmarks/bench_psvm.py [--seeds 10] [--skip-large] [--blas-threads 1]
+llp-learn is only needed here (installed with --no-deps: its pins are old). BLAS threads are
+limited to one for both methods by default: on a small shared machine multithreaded BLAS
+oversubscribes the cores and makes every small solve tens of times slower.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -94,9 +97,12 @@ def large(n: int = 10_000, d: int = 512, seed: int = 0):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--blas-threads", type=int, default=1)
     args = parser.parse_args()
-    compare(args.seeds)
-    if not args.skip_large:
-        large()
+    with threadpool_limits(limits=args.blas_threads):
+        print(f"BLAS threads: {args.blas_threads}")
+        compare(args.seeds)
+        if not args.skip_large:
+            large()

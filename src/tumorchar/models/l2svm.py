@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import solve
+from scipy.linalg import cho_factor, cho_solve
 
 _BIAS_RIDGE = 1e-10  # keeps H invertible when no instance is active
 
@@ -93,7 +93,8 @@ def fit_squared_hinge(
         coef = 2.0 * scale * problem.s[active] * y[active] * margins[active]
         grad = np.append(theta[:-1], 0.0) - Z[active].T @ coef
         grad[-1] += _BIAS_RIDGE * theta[-1]
-        step = -solve(problem.hessian(active, scale), grad, assume_a="pos", check_finite=False)
+        factor = cho_factor(problem.hessian(active, scale), check_finite=False)
+        step = -cho_solve(factor, grad, check_finite=False)
         decrement = -float(grad @ step)
         obj = 0.5 * float(theta[:-1] @ theta[:-1]) + scale * float(
             problem.s[active] @ margins[active] ** 2
