@@ -42,6 +42,10 @@ from tumorchar.models.psvm import ProportionSVM
 
 METHODS = ("psvm", "cluster", "svm", "rf")
 NAMINGS = ("label_free", "labels")
+_ONE_CLUSTER = (
+    "k-means put every training case in one cluster (all feature vectors are identical); "
+    "the two classes cannot be separated"
+)
 
 
 def name_clusters_label_free(clusters: np.ndarray, naming_score: np.ndarray) -> int:
@@ -156,14 +160,12 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
 
         self.scaler_ = StandardScaler().fit(X)
         Xs = self.scaler_.transform(X)
+        if np.unique(Xs, axis=0).shape[0] < 2:
+            raise ValueError(_ONE_CLUSTER)
         self.kmeans_ = KMeans(n_clusters=2, n_init=self.n_init, random_state=seed).fit(Xs)
         clusters = self.kmeans_.labels_
-        counts = np.bincount(clusters, minlength=2)
-        if np.any(counts == 0) or len(np.unique(Xs, axis=0)) < 2:
-            raise ValueError(
-                "k-means put every training case in one cluster (the features do not vary); "
-                "the two classes cannot be separated"
-            )
+        if np.any(np.bincount(clusters, minlength=2) == 0):
+            raise ValueError(_ONE_CLUSTER)
 
         if self.naming == "label_free":
             score = self._naming_vector("naming_score", naming_score, n)
