@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.blas import dsyrk as syrk
 
 _BIAS_RIDGE = 1e-10  # keeps H invertible when no instance is active
 
@@ -48,14 +49,19 @@ class SquaredHingeProblem:
         return cls(Z=Z, s=s)
 
     def hessian(self, active: np.ndarray, scale: float) -> np.ndarray:
-        """H = R + 2·scale·Σ_{i∈A} s_i z_i z_iᵀ, built from the smaller of A and its complement."""
+        """H = R + 2·scale·Σ_{i∈A} s_i z_i z_iᵀ, from the smaller of A and its complement.
+
+        Only the upper triangle is filled (a symmetric rank-k update), which is all the
+        Cholesky factorization in ``fit_squared_hinge`` reads.
+        """
         n_active = int(active.sum())
-        if n_active <= self.Z.shape[0] - n_active:
-            Za = self.Z[active]
-            quad = Za.T @ (self.s[active, None] * Za)
-        else:
-            Zi = self.Z[~active]
-            quad = self.gram - Zi.T @ (self.s[~active, None] * Zi)
+        use_active = n_active <= self.Z.shape[0] - n_active
+        rows = active if use_active else ~active
+        B = self.Z[rows] * np.sqrt(self.s[rows])[:, None]
+        # B.T is Fortran-ordered: syrk computes (B.T)(B.T)ᵀ = BᵀB without a copy
+        quad = syrk(1.0, B.T, trans=0, lower=0)
+        if not use_active:
+            quad = self.gram - quad
         H = 2.0 * scale * quad
         d = H.shape[0]
         H[np.arange(d - 1), np.arange(d - 1)] += 1.0
@@ -90,10 +96,10 @@ def fit_squared_hinge(
     for _ in range(max_iter):
         margins = 1.0 - y * f
         active = margins > 0
-        coef = 2.0 * scale * problem.s[active] * y[active] * margins[active]
-        grad = np.append(theta[:-1], 0.0) - Z[active].T @ coef
+        coef = np.where(active, 2.0 * scale * problem.s * y * margins, 0.0)
+        grad = np.append(theta[:-1], 0.0) - coef @ Z
         grad[-1] += _BIAS_RIDGE * theta[-1]
-        factor = cho_factor(problem.hessian(active, scale), check_finite=False)
+        factor = cho_factor(problem.hessian(active, scale), lower=False, check_finite=False)
         step = -cho_solve(factor, grad, check_finite=False)
         decrement = -float(grad @ step)
         obj = 0.5 * float(theta[:-1] @ theta[:-1]) + scale * float(
