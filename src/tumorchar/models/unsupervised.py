@@ -23,9 +23,12 @@ Cluster naming:
 
 Eq. 9 gives each cluster the share of its members assigned to it; read per cluster, the
 malignant cluster's proportion of positives is 1 and the benign one's 0 (``proportions=
-"hard"``). ``proportions="soft"`` instead takes the mean posterior of the malignant cluster
-inside each cluster, from an isotropic Gaussian around each centroid with the pooled
-within-cluster variance, so that cases near the boundary count as possible outliers.
+"hard"``, the default); ε (Eq. 8) then lets up to that share of each cluster change
+side: the paper's allowance for outliers (section IV-C). With ε = 0 ∝SVM reduces to an
+L2-SVM on the cluster assignments. ``proportions="soft"`` instead takes the mean posterior
+of the malignant cluster inside each cluster, from an isotropic Gaussian around each
+centroid with the pooled within-cluster variance, so that cases near the boundary make
+the bags' proportions less than pure.
 """
 
 from __future__ import annotations
