@@ -19,10 +19,10 @@ import time
 import warnings
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from tumorchar.models.psvm import ProportionSVM
 

@@ -95,7 +95,9 @@ def test_relabelling_is_optimal_against_brute_force(epsilon, penalty):
         weights = rng.uniform(0.5, 2.0, size=bags.size)
         proportions = rng.random(sizes.size)
 
-        def cost(labels, bags=bags, scores=scores, weights=weights, proportions=proportions):
+        def cost(
+            labels, bags=bags, scores=scores, weights=weights, proportions=proportions, sizes=sizes
+        ):
             total = float(weights @ squared_hinge(labels * scores))
             for k, size in enumerate(sizes):
                 share = (labels[bags == k] > 0).mean()

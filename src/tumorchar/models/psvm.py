@@ -81,8 +81,11 @@ def relabel_bags(
     before = np.concatenate([[0.0], cumulative])[starts]
     base = np.bincount(index.bags, weights=loss_neg, minlength=n_bags)
     cost = base[bag_of] - (cumulative - before[bag_of])
-    cost += penalty * sizes[bag_of] * proportion_loss(rank / sizes[bag_of], proportions[bag_of],
-                                                      epsilon)
+    cost += (
+        penalty
+        * sizes[bag_of]
+        * proportion_loss(rank / sizes[bag_of], proportions[bag_of], epsilon)
+    )
     cost_none = base + penalty * sizes * proportion_loss(0.0, proportions, epsilon)
     best = np.minimum(np.minimum.reduceat(cost, starts), cost_none)
     hits = np.flatnonzero(cost <= best[bag_of])
@@ -185,9 +188,7 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
                 "instance; drop them from proportions or renumber the bags"
             )
         if np.all(proportions == 0) or np.all(proportions == 1):
-            raise ValueError(
-                "every bag has proportion 0 (or every bag 1): only one class to learn"
-            )
+            raise ValueError("every bag has proportion 0 (or every bag 1): only one class to learn")
         return bags.astype(np.intp), proportions
 
     # -- fitting ------------------------------------------------------------------------
@@ -293,8 +294,9 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         X = check_array(X, dtype=np.float64)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features; the model was fit on "
-                             f"{self.n_features_in_}")
+            raise ValueError(
+                f"X has {X.shape[1]} features; the model was fit on {self.n_features_in_}"
+            )
         if self.feature_map_ is not None:
             X = self.feature_map_.transform(X)
         return X @ self.coef_ + self.intercept_
@@ -310,4 +312,6 @@ def _entropy(random_state) -> int | None:
         return None if random_state is None else int(random_state)
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(2**63))
-    raise ValueError(f"random_state must be None, an int or a numpy Generator; got {random_state!r}")
+    raise ValueError(
+        f"random_state must be None, an int or a numpy Generator; got {random_state!r}"
+    )
