@@ -260,3 +260,14 @@ def test_bad_settings_are_rejected(params):
     X, _ = two_gaussians(30)
     with pytest.raises(ValueError):
         ProportionSVM(**params).fit(X, np.arange(30) % 2, np.array([0.2, 0.8]))
+
+
+def test_uniform_sample_weight_acts_as_a_larger_C():
+    X, y = two_gaussians(150, shift=0.7, seed=8)
+    bags, proportions = mixed_bags(y, 4, purity=0.8, seed=8)
+    weighted = ProportionSVM(C=1.0, n_restarts=2, random_state=5)
+    weighted.fit(X, bags, proportions, sample_weight=np.full(150, 2.0))
+    scaled = ProportionSVM(C=2.0, n_restarts=2, random_state=5).fit(X, bags, proportions)
+    np.testing.assert_allclose(weighted.decision_function(X), scaled.decision_function(X))
+    with pytest.raises(ValueError, match="sample_weight"):
+        ProportionSVM().fit(X, bags, proportions, sample_weight=-np.ones(150))

@@ -87,14 +87,12 @@ def relabel_bags(
         * proportion_loss(rank / sizes[bag_of], proportions[bag_of], epsilon)
     )
     cost_none = base + penalty * sizes * proportion_loss(0.0, proportions, epsilon)
-    best = np.minimum(np.minimum.reduceat(cost, starts), cost_none)
-    hits = np.flatnonzero(cost <= best[bag_of])
-    n_pos = np.zeros(n_bags, dtype=np.intp)
-    found = np.zeros(n_bags, dtype=bool)
-    found[bag_of[hits]] = True
-    has_hit = np.flatnonzero(found)
-    n_pos[has_hit] = rank[hits[np.searchsorted(bag_of[hits], has_hit)]]
-    n_pos[cost_none <= best] = 0
+    # per bag, the r of least cost (the smaller r on a tie), r = 0 included
+    all_cost = np.concatenate([cost, cost_none])
+    all_rank = np.concatenate([rank, np.zeros(n_bags, dtype=rank.dtype)])
+    all_bag = np.concatenate([bag_of, np.arange(n_bags)])
+    by_bag_then_cost = np.lexsort((all_rank, all_cost, all_bag))
+    n_pos = all_rank[by_bag_then_cost[starts + np.arange(n_bags)]]
     labels = np.full(scores.size, -1, dtype=np.int8)
     labels[order[rank <= n_pos[bag_of]]] = 1
     return labels
