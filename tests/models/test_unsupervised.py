@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-from tumorchar.models.unsupervised import UnsupervisedClassifier
+from tumorchar.models.unsupervised import UnsupervisedClassifier, size_density_score
 
 METHODS = ["psvm", "cluster", "svm", "rf"]
 
@@ -150,3 +150,18 @@ def test_bad_settings_are_rejected(params, fold):
     X, _, size, _, _ = fold
     with pytest.raises(ValueError):
         UnsupervisedClassifier(**params).fit(X, naming_score=size)
+
+
+def test_size_density_score_ranks_large_dense_tumors_first():
+    images = np.full((3, 8, 8), -1000.0)  # air, in HU
+    masks = np.zeros((3, 8, 8), dtype=bool)
+    masks[:, 2:6, 2:6] = True
+    images[0][masks[0]] = 40.0  # solid
+    images[1][masks[1]] = -600.0  # ground glass
+    images[2][masks[2]] = 40.0
+    score = size_density_score(images, masks, size_mm=np.array([20.0, 20.0, 6.0]))
+    assert score[0] > score[1] and score[0] > score[2]
+    np.testing.assert_allclose(size_density_score(images, masks)[[0, 2]], 1040.0)
+    masks[1] = False
+    with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):
+        size_density_score(images, masks)

@@ -51,6 +51,28 @@ _ONE_CLUSTER = (
 )
 
 
+def size_density_score(images, masks, size_mm=None) -> np.ndarray:
+    """Label-free naming score per case: size × density of the tumor.
+
+    density_u = mean of image u inside its mask − minimum of image u (≥ 0 whatever the
+    intensity unit, e.g. HU); the score is size_mm_u × density_u, or density_u alone when
+    no size is given (the MRI rule: the mean T2 intensity of the ROI above its darkest
+    voxel). ``images`` and ``masks`` are (N, ...) arrays (2D slices or 3D volumes).
+    """
+    images = np.asarray(images, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    if images.shape != masks.shape:
+        raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+    flat_images = images.reshape(images.shape[0], -1)
+    flat_masks = masks.reshape(masks.shape[0], -1)
+    counts = flat_masks.sum(axis=1)
+    if np.any(counts == 0):
+        raise ValueError(f"empty mask for case(s) at row(s) {np.flatnonzero(counts == 0).tolist()}")
+    inside = (flat_images * flat_masks).sum(axis=1) / counts
+    density = inside - flat_images.min(axis=1)
+    return density if size_mm is None else np.asarray(size_mm, dtype=np.float64) * density
+
+
 def name_clusters_label_free(clusters: np.ndarray, naming_score: np.ndarray) -> int:
     """Index of the malignant cluster: the one with the larger mean naming score."""
     means = [naming_score[clusters == v].mean() for v in (0, 1)]
