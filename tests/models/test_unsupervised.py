@@ -141,6 +141,8 @@ def test_naming_inputs_are_required_and_checked(fold):
         UnsupervisedClassifier(naming="labels").fit(X, naming_score=size)
     with pytest.raises(ValueError, match="shape"):
         UnsupervisedClassifier().fit(X, naming_score=size[:-1])
+    with pytest.raises(ValueError, match="0 .benign"):
+        UnsupervisedClassifier(naming="labels").fit(X, y=y + 1)
 
 
 @pytest.mark.parametrize(

@@ -197,6 +197,8 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
             self.malignant_cluster_ = name_clusters_label_free(clusters, score)
         else:
             truth = self._naming_vector("y", y, n)
+            if not np.isin(truth, (0, 1)).all():
+                raise ValueError("y must hold 0 (benign / normal) and 1 (malignant / IPMN)")
             self.malignant_cluster_ = name_clusters_with_labels(clusters, truth)
         self.cluster_labels_ = (clusters == self.malignant_cluster_).astype(np.int64)
         self.classes_ = np.array([0, 1])
