@@ -260,7 +260,10 @@ def _parse_one(text: str | None) -> np.ndarray | None:
 
 
 def _slice_indices(z_positions: np.ndarray, scan: Scan) -> np.ndarray:
-    """Index of the scan slice at each contour's z position (nearest within half a gap)."""
+    """Index of the scan slice at each contour's z position.
+
+    A contour more than a quarter of the slice spacing away from every slice lies on none.
+    """
     z = scan.z_mm
     if len(z) == 0:
         raise ScanError("the scan has no slice positions")
@@ -270,9 +273,9 @@ def _slice_indices(z_positions: np.ndarray, scan: Scan) -> np.ndarray:
     left = right - 1
     k = np.where(np.abs(z[left] - z_positions) <= np.abs(z[right] - z_positions), left, right)
     off = np.abs(z[k] - z_positions)
-    if (off > 0.5 * scan.slice_spacing_mm + 1e-6).any():
+    if (off > 0.25 * scan.slice_spacing_mm + 1e-6).any():
         worst = z_positions[np.argmax(off)]
-        raise ScanError(f"a contour at z = {worst:.2f} mm lies between the scan's slices")
+        raise ScanError(f"a contour at z = {worst:.2f} mm lies on none of the scan's slices")
     return k
 
 
