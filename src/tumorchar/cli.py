@@ -90,7 +90,7 @@ def cohort(
             and previous.get("database_sha256") == db_hash
             and previous.get("settings") == settings
         ):
-            console.print(f"[green]{out} is up to date[/] (use --force to rebuild)")
+            console.print(f"[green]up to date:[/] {out} (use --force to rebuild)")
             _print_cohort_summary(console, previous["summary"], out)
             return
         with console.status(f"reading {path.name}"):

@@ -143,7 +143,8 @@ def test_min_distance_matrix_matches_brute_force():
 @pytest.mark.parametrize(
     ("scores", "label"),
     [([1, 2, 3], "benign"), ([3, 3, 3], "excluded"), ([2, 4, 3], "excluded"),
-     ([3, 3, 4], "malignant"), ([5, 1, 1, 5], "excluded"), ([5, 1, 2, 5], "malignant"), ([2, 3, 3, 3], "benign")],
+     ([3, 3, 4], "malignant"), ([5, 1, 1, 5], "excluded"), ([5, 1, 2, 5], "malignant"),
+     ([2, 3, 3, 3], "benign")],
 )  # fmt: skip
 def test_label_rule(scores, label):
     assert lidc.malignancy_label(scores) == label
