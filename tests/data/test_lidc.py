@@ -168,6 +168,25 @@ def test_psi_is_one_when_readers_agree():
 # --------------------------------------------------------------------------- masks
 
 
+def test_polygon_interior_agrees_with_matplotlib_away_from_edges():
+    from matplotlib.path import Path as PolygonPath
+
+    rng = np.random.default_rng(3)
+    centres = np.argwhere(np.ones((30, 30), dtype=bool)).astype(float)
+    for _ in range(40):
+        n = int(rng.integers(3, 9))
+        rows, cols = rng.integers(-3, 33, n), rng.integers(-3, 33, n)
+        ours = lidc.polygon_interior(rows, cols, (30, 30)).ravel()
+        theirs = PolygonPath(np.c_[rows, cols]).contains_points(centres)
+        start = np.c_[rows, cols].astype(float)
+        end = np.roll(start, -1, axis=0)
+        on_edge = np.zeros(len(centres), dtype=bool)
+        for p, q in zip(start, end, strict=True):
+            t = np.clip((centres - p) @ (q - p) / max(((q - p) ** 2).sum(), 1e-12), 0, 1)
+            on_edge |= np.linalg.norm(centres - (p + t[:, None] * (q - p)), axis=1) < 1e-9
+        np.testing.assert_array_equal(ours[~on_edge], theirs[~on_edge])
+
+
 def test_read_mask_excludes_contour_pixels_and_holes():
     read = make_read(1, [2], 10, 10, 10, holes=[(2, (13, 13, 4))])
     mask = lidc.rasterize_read(read, (0, 0, 0), (5, 30, 30))

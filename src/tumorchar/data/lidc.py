@@ -27,11 +27,11 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from tumorchar.data.cohort_store import ConsensusMask
@@ -122,7 +122,7 @@ class Read:
     inclusion: np.ndarray  # bool (n_contours,)
     contour_ij: list[np.ndarray]  # per contour int (n_points, 2): (row, column)
 
-    @property
+    @cached_property
     def points(self) -> np.ndarray:
         """All contour points as `(i, j, k)` rows (pylidc's `contours_matrix`)."""
         ks = [np.full(len(ij), k) for ij, k in zip(self.contour_ij, self.contour_k, strict=True)]
@@ -324,9 +324,20 @@ def group_reads(
     return _split(np.arange(len(distances)), distances, tolerance, max_reads, factor, min_tolerance)
 
 
+def component_labels(adjacency: np.ndarray) -> np.ndarray:
+    """Connected components of a symmetric bool adjacency matrix: each node's smallest peer.
+
+    Reachability by repeated squaring, R ← R·R, starting from R = A ∨ I (⌈log₂ n⌉ products of
+    the small per-scan matrices; cheaper here than a sparse-graph call per scan).
+    """
+    reach = adjacency | np.eye(len(adjacency), dtype=bool)
+    for _ in range(max(int(np.ceil(np.log2(max(len(adjacency), 2)))), 1)):
+        reach = (reach.astype(np.int32) @ reach.astype(np.int32)) > 0
+    return reach.argmax(axis=1)
+
+
 def _split(members, distances, tolerance, max_reads, factor, min_tolerance) -> list[list[int]]:
-    sub = distances[np.ix_(members, members)]
-    _, labels = connected_components(sub <= tolerance, directed=False)
+    labels = component_labels(distances[np.ix_(members, members)] <= tolerance)
     groups = []
     for label in np.unique(labels):
         part = members[labels == label]
@@ -382,6 +393,33 @@ def malignancy_label(malignancy: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- masks
 
 
+def polygon_interior(rows: np.ndarray, cols: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Bool `(y, x)` image of the pixels whose centres lie inside a closed polygon.
+
+    Even-odd rule on each pixel row: a centre `(r, c)` is inside when an odd number of the
+    polygon's edges cross the row at some `x < c`. An edge `(y₀, x₀)–(y₁, x₁)` crosses row r
+    when exactly one end has `y ≤ r` (half-open, so a vertex on the row counts once), at
+    `x = x₀ + (r − y₀)(x₁ − x₀)/(y₁ − y₀)`. Each crossing toggles the columns `c > x`: the
+    toggles are counted with one `bincount` and accumulated along the row (`cumsum` mod 2).
+    """
+    out = np.zeros(tuple(shape), dtype=bool)
+    r0, r1 = max(int(rows.min()), 0), min(int(rows.max()), shape[0] - 1)
+    c0, c1 = max(int(cols.min()), 0), min(int(cols.max()), shape[1] - 1)
+    if len(rows) < 3 or r1 < r0 or c1 < c0:
+        return out
+    m, w = r1 - r0 + 1, c1 - c0 + 1
+    y0, x0 = rows.astype(float), cols.astype(float)
+    y1, x1 = np.concatenate([y0[1:], y0[:1]]), np.concatenate([x0[1:], x0[:1]])
+    yc = np.arange(r0, r1 + 1, dtype=float)[:, None]
+    row, edge = np.nonzero((y0 <= yc) != (y1 <= yc))
+    t = (yc[row, 0] - y0[edge]) / (y1[edge] - y0[edge])
+    x = x0[edge] + t * (x1[edge] - x0[edge])
+    first = np.clip(np.floor(x).astype(np.int64) + 1 - c0, 0, w)  # first column with c > x
+    toggles = np.bincount(row * (w + 1) + first, minlength=m * (w + 1)).reshape(m, w + 1)
+    out[r0 : r1 + 1, c0 : c1 + 1] = np.cumsum(toggles[:, :w], axis=1) % 2 == 1
+    return out
+
+
 def rasterize_read(read: Read, origin: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     """A read's bool mask `(z, y, x)` on the box starting at voxel `origin = (k, i, j)`.
 
@@ -389,8 +427,6 @@ def rasterize_read(read: Read, origin: Sequence[int], shape: Sequence[int]) -> n
     inside exclusion contours cleared; LIDC contours trace the first pixels outside the
     lesion, so the contour pixels themselves are not part of it.
     """
-    from skimage.draw import polygon
-
     mask = np.zeros(shape, dtype=bool)
     k0, i0, j0 = origin
     contours = list(zip(read.contour_ij, read.contour_k, read.inclusion, strict=True))
@@ -399,8 +435,11 @@ def rasterize_read(read: Read, origin: Sequence[int], shape: Sequence[int]) -> n
             if bool(inclusion) != include:
                 continue
             rows, cols = ij[:, 0] - i0, ij[:, 1] - j0
-            rr, cc = polygon(rows, cols, shape[1:])
-            mask[k - k0, rr, cc] = include
+            inside = polygon_interior(rows, cols, shape[1:])
+            if include:
+                mask[k - k0] |= inside
+            else:
+                mask[k - k0] &= ~inside
             mask[k - k0, rows, cols] = False
     return mask
 
