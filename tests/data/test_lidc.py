@@ -123,8 +123,11 @@ def test_groups_of_more_than_four_reads_are_split_with_a_lower_tolerance():
     d[2, 3] = d[3, 2] = 1.9
     np.fill_diagonal(d, 0.0)
     assert sorted(lidc.group_reads(d, 2.0)) == [[0, 1, 2], [3, 4, 5]]
-    # an unsplittable group (all touching) is kept whole
+    # reads that touch cannot be split by distance: without centroids the group stays whole,
+    # with centroids it is split into the fewest compact clusters of <= 4 reads
     assert lidc.group_reads(np.zeros((5, 5)), 2.0) == [[0, 1, 2, 3, 4]]
+    centroids = np.array([[0.0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1], [9, 9, 9]])
+    assert sorted(lidc.group_reads(np.zeros((5, 5)), 2.0, centroids)) == [[0, 1, 2, 3], [4]]
 
 
 def test_min_distance_matrix_matches_brute_force():
@@ -304,11 +307,13 @@ def test_real_database_counts(real_scans):
     assert len(real_scans) == 1018
     assert sum(len(scan.reads) for scan in real_scans) == 6859
     assert not [scan.name for scan in real_scans if scan.error]
-    kept = [g for scan in real_scans for g in lidc.group_scan(scan) if len(g) >= 3]
+    groups = [g for scan in real_scans for g in lidc.group_scan(scan)]
+    assert max(len(g) for g in groups) == 4  # at most four radiologists per scan
+    kept = [g for g in groups if len(g) >= 3]
     labels = [lidc.malignancy_label([r.ratings[-1] for r in g]) for g in kept]
     counts = {name: labels.count(name) for name in ("benign", "malignant", "excluded")}
-    assert len(kept) == 1392
-    assert counts == {"benign": 664, "malignant": 530, "excluded": 198}
+    assert len(groups) == 2667 and len(kept) == 1396
+    assert counts == {"benign": 665, "malignant": 532, "excluded": 199}
 
 
 @pytest.mark.slow

@@ -310,6 +310,7 @@ def min_distance_matrix(point_sets: Sequence[np.ndarray], cutoff: float) -> np.n
 def group_reads(
     distances: np.ndarray,
     tolerance: float,
+    centroids: np.ndarray | None = None,
     max_reads: int = MAX_READS_PER_NODULE,
     factor: float = SPLIT_FACTOR,
     min_tolerance: float = MIN_TOLERANCE,
@@ -317,11 +318,26 @@ def group_reads(
     """Connected components of the graph `distances ≤ tolerance` (pylidc's clustering).
 
     A component with more than `max_reads` reads is split again with the tolerance
-    multiplied by `factor` until each part has ≤ `max_reads` reads or the tolerance drops
-    below `min_tolerance` (then the component is kept whole). Unlike pylidc, which lowers
-    the tolerance for the whole scan, only the oversized component is re-split.
+    multiplied by `factor` until each part has ≤ `max_reads` reads (unlike pylidc, which
+    lowers the tolerance for the whole scan, only the oversized component is re-split).
+    When the tolerance would drop below `min_tolerance` (reads whose contours touch), the
+    component is split by complete-linkage clustering of the reads' `centroids` (mm) into
+    the fewest clusters of ≤ `max_reads` reads; without centroids it is kept whole.
     """
-    return _split(np.arange(len(distances)), distances, tolerance, max_reads, factor, min_tolerance)
+    members = np.arange(len(distances))
+    return _split(members, distances, tolerance, centroids, max_reads, factor, min_tolerance)
+
+
+def split_by_centroids(centroids: np.ndarray, max_reads: int) -> np.ndarray:
+    """Labels of the fewest complete-linkage clusters of `centroids` with ≤ `max_reads` each."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    tree = linkage(centroids, method="complete")
+    for k in range(int(np.ceil(len(centroids) / max_reads)), len(centroids) + 1):
+        labels = fcluster(tree, k, criterion="maxclust")
+        if np.bincount(labels).max() <= max_reads:
+            return labels
+    return np.arange(len(centroids))
 
 
 def component_labels(adjacency: np.ndarray) -> np.ndarray:
@@ -336,14 +352,18 @@ def component_labels(adjacency: np.ndarray) -> np.ndarray:
     return reach.argmax(axis=1)
 
 
-def _split(members, distances, tolerance, max_reads, factor, min_tolerance) -> list[list[int]]:
-    labels = component_labels(distances[np.ix_(members, members)] <= tolerance)
+def _split(members, distances, tol, centroids, max_reads, factor, min_tol) -> list[list[int]]:
+    labels = component_labels(distances[np.ix_(members, members)] <= tol)
     groups = []
     for label in np.unique(labels):
         part = members[labels == label]
-        next_tol = tolerance * factor
-        if len(part) > max_reads and next_tol >= min_tolerance:
-            groups += _split(part, distances, next_tol, max_reads, factor, min_tolerance)
+        if len(part) <= max_reads:
+            groups.append([int(m) for m in part])
+        elif tol * factor >= min_tol:
+            groups += _split(part, distances, tol * factor, centroids, max_reads, factor, min_tol)
+        elif centroids is not None:
+            sub = split_by_centroids(centroids[part], max_reads)
+            groups += [[int(m) for m in part[sub == s]] for s in np.unique(sub)]
         else:
             groups.append([int(m) for m in part])
     return groups
@@ -355,9 +375,16 @@ def group_scan(scan: Scan, tolerance: float | None = None) -> list[list[Read]]:
         return []
     tol = scan.slice_thickness_mm if tolerance is None else tolerance
     points = [read.points for read in scan.reads]
-    groups = group_reads(min_distance_matrix(points, tol), tol)
+    centroids = np.array([_centroid_mm(p, scan) for p in points])
+    groups = group_reads(min_distance_matrix(points, tol), tol, centroids)
     order = sorted(groups, key=lambda g: (np.mean([points[m][:, 2].mean() for m in g]), g[0]))
     return [[scan.reads[m] for m in group] for group in order]
+
+
+def _centroid_mm(points: np.ndarray, scan: Scan) -> np.ndarray:
+    """Mean contour point of a read in mm: (row·spacing, column·spacing, slice position)."""
+    ij = points[:, :2].mean(axis=0) * scan.pixel_spacing_mm
+    return np.r_[ij, scan.z_mm[points[:, 2]].mean()]
 
 
 # --------------------------------------------------------------------------- scores
