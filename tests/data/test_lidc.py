@@ -214,7 +214,7 @@ def test_consensus_of_a_square_stack_has_known_volume_and_area():
     box_area = 2 * (4.5 * 4.5 + 2 * 4.5 * 10.0)  # a 4.5 x 4.5 x 10 mm box
     # marching cubes cuts the box's edges and corners: a little below the exact area
     assert 0.85 * box_area < shape["surface_area_mm2"] < box_area
-    row, cmask = lidc._describe_nodule(scan, 1, reads)
+    row, cmask = lidc.describe_nodule(scan, 1, reads)
     assert row["n_reads"] == 4 and row["label"] == "excluded"
     assert (row["bbox_k_min"], row["bbox_k_max"]) == (2, 6)
     assert row["centroid_i"] == pytest.approx(55.0) and row["centroid_j"] == pytest.approx(65.0)

@@ -570,7 +570,7 @@ def build_cohort(
             for number, group in enumerate(groups, start=1):
                 if len(group) < min_reads:
                     continue
-                described.append(_describe_nodule(scan, number, group))
+                described.append(describe_nodule(scan, number, group))
         except (ScanError, ValueError, IndexError) as exc:
             failures.append((scan.name, str(exc)))
         else:
@@ -615,7 +615,12 @@ def _columns() -> list[str]:
     ]
 
 
-def _describe_nodule(scan: Scan, number: int, reads: list[Read]) -> tuple[dict, ConsensusMask]:
+def describe_nodule(scan: Scan, number: int, reads: list[Read]) -> tuple[dict, ConsensusMask]:
+    """One cohort row (ratings, means, Ψ, label, shape, placement) and the consensus mask.
+
+    `number` is the nodule's rank among all the scan's read groups (by mean slice), so
+    nodule ids do not depend on `min_reads`.
+    """
     nodule_id = f"{scan.name}_n{number:02d}"
     ratings = np.stack([read.ratings for read in reads])  # (n_reads, 9)
     row: dict = {
