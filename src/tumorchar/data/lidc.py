@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -237,26 +238,32 @@ def _attach_contours(
             read.contour_k = _slice_indices(z_arr[start:stop], scan)
         except ScanError as exc:
             scan.error = scan.error or str(exc)
+    for scan in scans.values():
+        for read in scan.reads:
+            if not read.contour_ij and not scan.error:
+                scan.error = f"read {read.annotation_id} has no contours"
 
 
-def _parse_coords(coords: Sequence[str]) -> list[np.ndarray | None]:
-    """Parse each contour's `"x,y\\nx,y..."` text into int `(row, column)` = `(y, x)` rows."""
-    lengths = np.array([text.count("\n") + 1 if text else 0 for text in coords])
-    flat = np.fromstring(",".join(coords).replace("\n", ","), dtype=np.int64, sep=",")
-    if len(flat) == 2 * lengths.sum() and all(coords):
-        xy = flat.reshape(-1, 2)
-        return list(np.split(xy[:, ::-1], np.cumsum(lengths)[:-1]))
-    return [_parse_one(text) for text in coords]  # something is malformed: find it
+_COORDS = re.compile(r"\d+,\d+(?:\n\d+,\d+)*")
 
 
-def _parse_one(text: str | None) -> np.ndarray | None:
-    try:
-        xy = np.array([[int(v) for v in line.split(",")] for line in text.split("\n")])
-    except (AttributeError, ValueError):
-        return None
-    if xy.ndim != 2 or xy.shape[1] != 2 or (xy < 0).any():
-        return None
-    return xy[:, ::-1]
+def _parse_coords(coords: Sequence[str | None]) -> list[np.ndarray | None]:
+    """Parse each contour's `"x,y\\nx,y..."` text into int `(row, column)` = `(y, x)` rows.
+
+    Well-formed contours (one `x,y` pair of non-negative integers per line) are parsed
+    together in one call; a malformed one becomes None.
+    """
+    ok = [isinstance(text, str) and _COORDS.fullmatch(text) is not None for text in coords]
+    good = [text for text, valid in zip(coords, ok, strict=True) if valid]
+    parsed: list[np.ndarray | None] = [None] * len(coords)
+    if not good:
+        return parsed
+    lengths = np.array([text.count("\n") + 1 for text in good])
+    flat = np.fromstring(",".join(good).replace("\n", ","), dtype=np.int64, sep=",")
+    pieces = np.split(flat.reshape(-1, 2)[:, ::-1], np.cumsum(lengths)[:-1])
+    for index, piece in zip(np.flatnonzero(ok), pieces, strict=True):
+        parsed[index] = piece
+    return parsed
 
 
 def _slice_indices(z_positions: np.ndarray, scan: Scan) -> np.ndarray:
