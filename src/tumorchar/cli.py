@@ -108,16 +108,24 @@ def cohort(
         build = lidc.build_cohort(
             scans, min_reads, tolerance, progress=lambda _: progress.advance(task)
         )
-    write_cohort(build.table, build.masks, out)
     summary = lidc.summarize(build, min_reads)
-    record = {
-        "database": path.name,
-        "database_sha256": db_hash,
-        "settings": settings,
-        "summary": summary,
-        "tumorchar_version": __version__,
-    }
-    lidc.write_provenance(out, record)
+    try:
+        # the old provenance goes first: a crash mid-write must not leave it vouching for
+        # files built with other settings
+        (out / lidc.PROVENANCE_NAME).unlink(missing_ok=True)
+        write_cohort(build.table, build.masks, out)
+        lidc.write_provenance(
+            out,
+            {
+                "database": path.name,
+                "database_sha256": db_hash,
+                "settings": settings,
+                "summary": summary,
+                "tumorchar_version": __version__,
+            },
+        )
+    except OSError as exc:
+        fail(f"cannot write the cohort to {out}: {exc}", code=1)
     _print_cohort_summary(console, summary, out)
 
 

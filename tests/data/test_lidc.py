@@ -173,23 +173,27 @@ def test_psi_is_one_when_readers_agree():
 # --------------------------------------------------------------------------- masks
 
 
-def test_polygon_interior_agrees_with_matplotlib_away_from_edges():
+def test_polygon_interiors_agree_with_matplotlib_away_from_edges():
     from matplotlib.path import Path as PolygonPath
 
     rng = np.random.default_rng(3)
     centres = np.argwhere(np.ones((30, 30), dtype=bool)).astype(float)
+    polygons = []
     for _ in range(40):
         n = int(rng.integers(3, 9))
-        rows, cols = rng.integers(-3, 33, n), rng.integers(-3, 33, n)
-        ours = lidc.polygon_interior(rows, cols, (30, 30)).ravel()
-        theirs = PolygonPath(np.c_[rows, cols]).contains_points(centres)
-        start = np.c_[rows, cols].astype(float)
+        polygons.append(np.c_[rng.integers(-3, 33, n), rng.integers(-3, 33, n)])
+    polygons.append(np.array([[5, 5], [9, 9]]))  # two points: no interior
+    inside = lidc.polygons_interior(polygons, (30, 30))
+    assert inside.shape == (41, 30, 30) and not inside[-1].any()
+    for ours, polygon in zip(inside[:-1], polygons[:-1], strict=True):
+        theirs = PolygonPath(polygon).contains_points(centres)
+        start = polygon.astype(float)
         end = np.roll(start, -1, axis=0)
         on_edge = np.zeros(len(centres), dtype=bool)
         for p, q in zip(start, end, strict=True):
             t = np.clip((centres - p) @ (q - p) / max(((q - p) ** 2).sum(), 1e-12), 0, 1)
             on_edge |= np.linalg.norm(centres - (p + t[:, None] * (q - p)), axis=1) < 1e-9
-        np.testing.assert_array_equal(ours[~on_edge], theirs[~on_edge])
+        np.testing.assert_array_equal(ours.ravel()[~on_edge], theirs[~on_edge])
 
 
 def test_read_mask_excludes_contour_pixels_and_holes():
@@ -327,8 +331,7 @@ def test_real_database_counts(real_scans):
     assert counts == {"benign": 665, "malignant": 532, "excluded": 199}
 
 
-@pytest.mark.slow
-def test_real_database_cohort_build(real_scans, tmp_path):
+def test_real_database_cohort_build(real_scans):
     subset = real_scans[:60]
     build = lidc.build_cohort(subset)
     assert not build.failures and not build.empty_consensus
@@ -343,3 +346,17 @@ def test_real_database_cohort_build(real_scans, tmp_path):
         assert row.volume_mm3 == pytest.approx(
             mask.mask.sum() * row.pixel_spacing_mm**2 * row.slice_spacing_mm
         )
+
+
+@pytest.mark.slow
+def test_cohort_command_on_the_real_database(real_scans, tmp_path):
+    out = tmp_path / "cohort"
+    result = CliRunner().invoke(app, ["cohort", "--out", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for line in ("scans", "1018 (0 skipped)", "reads", "6859", "benign", "665", "malignant", "532"):
+        assert line in result.output
+    cohort = load_cohort(out)
+    assert len(cohort.table) == 1396
+    assert set(cohort.table["n_reads"]) == {3, 4}
+    first = cohort.nodule_ids[0]
+    assert cohort.mask(first).mask.any()

@@ -427,31 +427,37 @@ def malignancy_label(malignancy: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- masks
 
 
-def polygon_interior(rows: np.ndarray, cols: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Bool `(y, x)` image of the pixels whose centres lie inside a closed polygon.
+def polygons_interior(polygons: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    """Bool `(n_polygons, y, x)`: the pixels whose centres lie inside each closed polygon.
 
-    Even-odd rule on each pixel row: a centre `(r, c)` is inside when an odd number of the
-    polygon's edges cross the row at some `x < c`. An edge `(y₀, x₀)–(y₁, x₁)` crosses row r
-    when exactly one end has `y ≤ r` (half-open, so a vertex on the row counts once), at
-    `x = x₀ + (r − y₀)(x₁ − x₀)/(y₁ − y₀)`. Each crossing toggles the columns `c > x`: the
-    toggles are counted with one `bincount` and accumulated along the row (`cumsum` mod 2).
+    `polygons` are int `(n_points, 2)` arrays of (row, column) vertices. Even-odd rule on
+    each pixel row: a centre `(r, c)` is inside when an odd number of the polygon's edges
+    cross the row at some `x < c`. An edge `(y₀, x₀)–(y₁, x₁)` crosses row r when exactly one
+    end has `y ≤ r` (half-open, so a vertex on the row counts once), at
+    `x = x₀ + (r − y₀)(x₁ − x₀)/(y₁ − y₀)`. Each crossing toggles the columns `c > x`; the
+    toggles of all polygons are counted in one `bincount` and accumulated along the rows
+    (`cumsum` mod 2).
     """
-    out = np.zeros(tuple(shape), dtype=bool)
-    r0, r1 = max(int(rows.min()), 0), min(int(rows.max()), shape[0] - 1)
-    c0, c1 = max(int(cols.min()), 0), min(int(cols.max()), shape[1] - 1)
-    if len(rows) < 3 or r1 < r0 or c1 < c0:
-        return out
-    m, w = r1 - r0 + 1, c1 - c0 + 1
-    y0, x0 = rows.astype(float), cols.astype(float)
-    y1, x1 = np.concatenate([y0[1:], y0[:1]]), np.concatenate([x0[1:], x0[:1]])
-    yc = np.arange(r0, r1 + 1, dtype=float)[:, None]
-    row, edge = np.nonzero((y0 <= yc) != (y1 <= yc))
-    t = (yc[row, 0] - y0[edge]) / (y1[edge] - y0[edge])
-    x = x0[edge] + t * (x1[edge] - x0[edge])
-    first = np.clip(np.floor(x).astype(np.int64) + 1 - c0, 0, w)  # first column with c > x
-    toggles = np.bincount(row * (w + 1) + first, minlength=m * (w + 1)).reshape(m, w + 1)
-    out[r0 : r1 + 1, c0 : c1 + 1] = np.cumsum(toggles[:, :w], axis=1) % 2 == 1
-    return out
+    n_rows, n_cols = int(shape[0]), int(shape[1])
+    n_polys = len(polygons)
+    if n_polys == 0:
+        return np.zeros((0, n_rows, n_cols), dtype=bool)
+    sizes = np.array([len(p) for p in polygons])
+    start = np.zeros_like(sizes)
+    start[1:] = np.cumsum(sizes)[:-1]
+    vertices = np.concatenate(polygons).astype(float)
+    owner = np.repeat(np.arange(n_polys), sizes)
+    following = np.arange(len(vertices)) + 1
+    following[start + sizes - 1] = start  # close each polygon
+    y0, x0 = vertices[:, 0], vertices[:, 1]
+    y1, x1 = y0[following], x0[following]
+    row, edge = np.nonzero((y0 <= np.arange(n_rows)[:, None]) != (y1 <= np.arange(n_rows)[:, None]))
+    x = x0[edge] + (row - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    first = np.clip(np.floor(x).astype(np.int64) + 1, 0, n_cols)  # first column with c > x
+    key = (owner[edge] * n_rows + row) * (n_cols + 1) + first
+    toggles = np.bincount(key, minlength=n_polys * n_rows * (n_cols + 1))
+    toggles = toggles.reshape(n_polys, n_rows, n_cols + 1)[:, :, :n_cols]
+    return np.cumsum(toggles, axis=2) % 2 == 1
 
 
 def rasterize_read(read: Read, origin: Sequence[int], shape: Sequence[int]) -> np.ndarray:
@@ -463,18 +469,18 @@ def rasterize_read(read: Read, origin: Sequence[int], shape: Sequence[int]) -> n
     """
     mask = np.zeros(shape, dtype=bool)
     k0, i0, j0 = origin
-    contours = list(zip(read.contour_ij, read.contour_k, read.inclusion, strict=True))
+    local = [ij - (i0, j0) for ij in read.contour_ij]
+    inside = polygons_interior(local, shape[1:])
+    slices = np.asarray(read.contour_k) - k0
     for include in (True, False):  # all inclusions first, then the exclusions
-        for ij, k, inclusion in contours:
-            if bool(inclusion) != include:
-                continue
-            rows, cols = ij[:, 0] - i0, ij[:, 1] - j0
-            inside = polygon_interior(rows, cols, shape[1:])
-            if include:
-                mask[k - k0] |= inside
-            else:
-                mask[k - k0] &= ~inside
-            mask[k - k0, rows, cols] = False
+        chosen = np.flatnonzero(np.asarray(read.inclusion, dtype=bool) == include)
+        if len(chosen) == 0:
+            continue
+        region = np.zeros(shape, dtype=bool)
+        np.logical_or.at(region, slices[chosen], inside[chosen])
+        mask = mask | region if include else mask & ~region
+        points = np.concatenate([local[c] for c in chosen])
+        mask[np.repeat(slices[chosen], [len(local[c]) for c in chosen]), *points.T] = False
     return mask
 
 
