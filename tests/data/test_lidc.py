@@ -360,3 +360,13 @@ def test_cohort_command_on_the_real_database(real_scans, tmp_path):
     assert set(cohort.table["n_reads"]) == {3, 4}
     first = cohort.nodule_ids[0]
     assert cohort.mask(first).mask.any()
+
+
+def test_database_location_order(tmp_path, monkeypatch):
+    tiny = write_tiny_database(tmp_path / "tiny.sqlite")
+    monkeypatch.setenv(lidc.DB_ENV_VAR, str(tiny))
+    assert lidc.locate_database() == tiny
+    assert lidc.locate_database(tmp_path / "tiny.sqlite") == tiny
+    monkeypatch.setenv(lidc.DB_ENV_VAR, str(tmp_path / "missing.sqlite"))
+    with pytest.raises(lidc.DatabaseError, match=lidc.DB_ENV_VAR):
+        lidc.locate_database()

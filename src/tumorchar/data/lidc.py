@@ -12,8 +12,10 @@ Pipeline, per scan:
    adjacent when the smallest distance between their contour points is ≤ `tolerance`
    (default: the scan's slice thickness, compared with the index-unit distance, exactly as
    pylidc does); nodules are the connected components; a component with more than 4 reads
-   (LIDC had at most 4 radiologists per scan) is split again with the tolerance lowered by
-   `SPLIT_FACTOR` until it has ≤ 4 reads or the tolerance falls below `MIN_TOLERANCE`;
+   (LIDC had at most 4 radiologists per scan, and the database does not say which one made
+   a read) is split again with the tolerance lowered by `SPLIT_FACTOR` until its parts have
+   ≤ 4 reads; reads that touch (the tolerance would fall below `MIN_TOLERANCE`) are split by
+   complete-linkage clustering of their centroids into the fewest groups of ≤ 4;
 3. nodules with ≥ `min_reads` reads are kept; each gets the readers' ratings, their means,
    the inconsistency Ψ of paper Eq. 5 per task, its label, a consensus mask (voxels inside
    ≥ 50 % of the reads' contours) on the scan's own pixel grid and slice positions, and
@@ -274,6 +276,8 @@ def _slice_indices(z_positions: np.ndarray, scan: Scan) -> np.ndarray:
     z = scan.z_mm
     if len(z) == 0:
         raise ScanError("the scan has no slice positions")
+    if (np.diff(z) <= 0).any():
+        raise ScanError("the scan has repeated slice positions")
     if not np.isfinite(z_positions).all():
         raise ScanError("a contour has no z position")
     right = np.clip(np.searchsorted(z, z_positions), 1, max(len(z) - 1, 1))
@@ -508,6 +512,15 @@ def consensus_mask(
     return crop, (int(k0) + lo[0], int(i0) + lo[1], int(j0) + lo[2])
 
 
+SHAPE_COLUMNS = (
+    "volume_mm3",
+    "equivalent_diameter_mm",
+    "surface_area_mm2",
+    "shape_sphericity",
+    "elongation",
+)
+
+
 def shape_measures(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     """Shape of a bool `(z, y, x)` mask with voxel size `spacing` (mm, same order).
 
@@ -536,15 +549,6 @@ def shape_measures(mask: np.ndarray, spacing: Sequence[float]) -> dict[str, floa
         "shape_sphericity": float(np.pi ** (1.0 / 3.0) * (6.0 * volume) ** (2.0 / 3.0) / area),
         "elongation": elongation,
     }
-
-
-SHAPE_COLUMNS = (
-    "volume_mm3",
-    "equivalent_diameter_mm",
-    "surface_area_mm2",
-    "shape_sphericity",
-    "elongation",
-)
 
 
 # --------------------------------------------------------------------------- cohort
