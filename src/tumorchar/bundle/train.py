@@ -326,25 +326,18 @@ def _mtl_metrics(scores, predicted, labels, calibration, tasks) -> dict[str, Any
 # --- unsupervised ---------------------------------------------------------------------------
 
 
-def naming_scores(store, ids: list[str]) -> np.ndarray:
-    """Label-free prior that names the malignant (IPMN) cluster, one value per case.
+def naming_scores(store, rows) -> np.ndarray:
+    """Label-free prior that names the malignant (IPMN) cluster, one value per case, as the
+    stage contract prescribes (`tumorchar.models.unsupervised.size_density_score` on the
+    middle slices and their masks): lung nodules, equivalent diameter × (mean intensity in
+    the mask − slice minimum); MRI, the ROI's mean T2 intensity above its darkest pixel."""
+    from tumorchar.models.unsupervised import size_density_score
 
-    CT: size × density, d_eq · (mean HU inside the nodule mask + 1000) / 1000, with
-    d_eq = (6 V / π)^(1/3) the equivalent diameter of the mask (larger, denser nodules are
-    more often malignant). MRI: the mean intensity of the ROI slice inside its mask (IPMN
-    cysts hold fluid and are bright on T2).
-    """
-    spacing = float(store.settings.get("geometry", {}).get("spacing_mm", 1.0))
-    values = []
-    for case_id in ids:
-        patch = store.load(case_id)
-        if store_modality(store) == "mri":
-            values.append(float(patch.slice2d[patch.mask2d].mean()))
-            continue
-        volume_mm3 = patch.mask.sum() * spacing**3
-        diameter = (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
-        values.append(float(diameter * (patch.volume[patch.mask].mean() + 1000.0) / 1000.0))
-    return np.asarray(values)
+    ids = rows["case_id"].tolist()
+    slices, masks = store.slices(ids), store.masks2d(ids)
+    if store_modality(store) == "mri":
+        return size_density_score(slices, masks)
+    return size_density_score(slices, masks, rows["equivalent_diameter_mm"].to_numpy(float))
 
 
 def train_unsupervised(
@@ -374,7 +367,7 @@ def train_unsupervised(
     ids = rows["case_id"].tolist()
     log(f"{len(ids)} cases; GIST of the middle slices")
     features = GistExtractor(GIST_SETTINGS).features_of_slices(store.slices(ids))
-    hints = naming_scores(store, ids)
+    hints = naming_scores(store, rows)
 
     options = {"method": "psvm", "naming": "label_free"} | dict(classifier_options or {})
     model = UnsupervisedClassifier(**options, random_state=seed)
@@ -404,7 +397,7 @@ def train_unsupervised(
             "patch_store": store.settings,
             "gist": GIST_SETTINGS,
             "classifier": final.get_params(),
-            "cluster_naming": naming_scores.__doc__.split("\n\n")[1].strip(),
+            "cluster_naming": "label-free: " + " ".join(naming_scores.__doc__.split()),
             "cv_folds_requested": n_folds,
         },
         "pipeline": {
