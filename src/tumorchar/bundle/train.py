@@ -330,14 +330,20 @@ def naming_scores(store, rows) -> np.ndarray:
     """Label-free prior that names the malignant (IPMN) cluster, one value per case, as the
     stage contract prescribes (`tumorchar.models.unsupervised.size_density_score` on the
     middle slices and their masks): lung nodules, equivalent diameter × (mean intensity in
-    the mask − slice minimum); MRI, the ROI's mean T2 intensity above its darkest pixel."""
+    the mask − slice minimum); MRI, the ROI's mean T2 intensity above its darkest pixel.
+    A missing diameter is computed from the 3D mask, d = (6 V / π)^(1/3)."""
     from tumorchar.models.unsupervised import size_density_score
 
     ids = rows["case_id"].tolist()
     slices, masks = store.slices(ids), store.masks2d(ids)
     if store_modality(store) == "mri":
         return size_density_score(slices, masks)
-    return size_density_score(slices, masks, rows["equivalent_diameter_mm"].to_numpy(float))
+    diameters = rows["equivalent_diameter_mm"].to_numpy(float).copy()
+    spacing = float(store.settings["geometry"]["spacing_mm"])
+    for i in np.flatnonzero(~np.isfinite(diameters)):
+        volume_mm3 = store.load(ids[i]).mask.sum() * spacing**3
+        diameters[i] = (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
+    return size_density_score(slices, masks, diameters)
 
 
 def train_unsupervised(
