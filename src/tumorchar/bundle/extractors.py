@@ -26,14 +26,13 @@ class C3DExtractor:
     def features(self, patch: RegionPatch) -> np.ndarray:
         return self.features_of_volumes(patch.volume[None])
 
-    def features_of_volumes(self, volumes: np.ndarray) -> np.ndarray:
+    def features_of_volumes(self, volumes, progress: bool = False) -> np.ndarray:
         from tumorchar.features.c3d import extract_fc6
 
         window = self.settings.get("intensity_window")
         options = {"intensity_window": tuple(window) if window is not None else None}
-        return np.asarray(
-            extract_fc6(self.network, volumes, device="cpu", **options), dtype=np.float64
-        )
+        features = extract_fc6(self.network, volumes, device="cpu", progress=progress, **options)
+        return np.asarray(features, dtype=np.float64)
 
 
 class GistExtractor:

@@ -242,7 +242,7 @@ def train_mtl(
     network = network.cpu().eval()
     log("extracting fc6 features")
     extractor = C3DExtractor(network, {"intensity_window": window})
-    features = extractor.features_of_volumes(volumes)
+    features = extractor.features_of_volumes(volumes, progress=progress)
 
     model = GraphSparseMTL(rho1=rho1, rho2=rho2, fit_intercept=True)
     folds = _folds(labels, rows["patient_id"].to_numpy(), n_folds, seed)
