@@ -42,15 +42,24 @@ def synthetic_cohort(folder: Path, n: int, seed: int = 0) -> Path:
         nodule_id = f"SYN-{i:04d}_n01"
         z = -100.0 + dz * np.arange(shape[0])
         masks[nodule_id] = ConsensusMask(mask, z, (200, 180), float(ps))
-        rows.append({
-            "nodule_id": nodule_id, "patient_id": f"SYN-{i:04d}", "series_uid": f"1.2.{i}",
-            "label": "benign", "pixel_spacing_mm": ps, "slice_thickness_mm": dz,
-            "equivalent_diameter_mm": 2 * float(np.cbrt(radii.prod())),
-            "malignancy": rng.uniform(1, 5), "calcification": rng.choice([1, 2, 3, 4, 5, 6, 6, 6]),
-            "lobulation": rng.uniform(1, 5), "spiculation": rng.uniform(1, 5),
-            "sphericity": rng.uniform(1, 5), "margin": rng.uniform(1, 5),
-            "texture": rng.uniform(1, 5),
-        })
+        rows.append(
+            {
+                "nodule_id": nodule_id,
+                "patient_id": f"SYN-{i:04d}",
+                "series_uid": f"1.2.{i}",
+                "label": "benign",
+                "pixel_spacing_mm": ps,
+                "slice_thickness_mm": dz,
+                "equivalent_diameter_mm": 2 * float(np.cbrt(radii.prod())),
+                "malignancy": rng.uniform(1, 5),
+                "calcification": rng.choice([1, 2, 3, 4, 5, 6, 6, 6]),
+                "lobulation": rng.uniform(1, 5),
+                "spiculation": rng.uniform(1, 5),
+                "sphericity": rng.uniform(1, 5),
+                "margin": rng.uniform(1, 5),
+                "texture": rng.uniform(1, 5),
+            }
+        )
     return write_cohort(pd.DataFrame(rows), masks, folder)
 
 
@@ -63,21 +72,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cohort = Path(args.cohort) if args.cohort else synthetic_cohort(Path(tmp) / "c", args.n)
         start, cpu_start = time.perf_counter(), time.process_time()
-        report = build_phantom_store(cohort, Path(tmp) / "store", workers=args.workers,
-                                     show_progress=False)
+        report = build_phantom_store(
+            cohort, Path(tmp) / "store", workers=args.workers, show_progress=False
+        )
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         n = len(report.written)
         size = sum(p.stat().st_size for p in (Path(tmp) / "store").rglob("*")) / 2**20
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"phantom store: {n} nodules ({len(report.failures)} failed), {args.workers} workers")
-    print(f"  wall time {elapsed:.1f} s ({1000 * elapsed / max(n, 1):.1f} ms/nodule); "
-          f"budget {BUDGET_S:.0f} s → ratio {elapsed / BUDGET_S:.2f}")
-    print(f"  CPU time {cpu:.1f} s (all threads; on 2 free cores wall ≈ CPU / 2 = "
-          f"{cpu / 2:.1f} s → ratio {cpu / 2 / BUDGET_S:.2f})")
-    for case_id, message in list(report.failures.items())[:5]:
+    print(
+        f"  wall time {elapsed:.1f} s ({1000 * elapsed / max(n, 1):.1f} ms/nodule); "
+        f"budget {BUDGET_S:.0f} s → ratio {elapsed / BUDGET_S:.2f}"
+    )
+    print(
+        f"  CPU time {cpu:.1f} s (all threads; on 2 free cores wall ≈ CPU / 2 = "
+        f"{cpu / 2:.1f} s → ratio {cpu / 2 / BUDGET_S:.2f})"
+    )
+    for message in list(report.failures.values())[:5]:
         print(f"  failed: {message}")
-    print(f"  peak RSS {peak_gib:.2f} GiB (includes building the cohort); budget "
-          f"{BUDGET_GIB:.0f} GiB → ratio {peak_gib / BUDGET_GIB:.2f}")
+    print(
+        f"  peak RSS {peak_gib:.2f} GiB (includes building the cohort); budget "
+        f"{BUDGET_GIB:.0f} GiB → ratio {peak_gib / BUDGET_GIB:.2f}"
+    )
     print(f"  store size on disk {size:.0f} MiB")
 
 

@@ -27,7 +27,13 @@ from tumorchar.data.patches import (
     PatchStoreWriter,
     build_cases,
 )
-from tumorchar.data.phantom import DEFAULT_RULES, PHANTOM_NOTE, PhantomRules, case_rng, render_nodule
+from tumorchar.data.phantom import (
+    DEFAULT_RULES,
+    PHANTOM_NOTE,
+    PhantomRules,
+    case_rng,
+    render_nodule,
+)
 from tumorchar.data.resample import AIR_HU, crop_patch, mask_center_mm, mask_on_axes, patch_axes
 
 
@@ -64,8 +70,9 @@ def _sorted_mask(mask: ConsensusMask) -> ConsensusMask:
     order = np.argsort(np.asarray(mask.z_mm, float))
     if np.all(order == np.arange(order.size)):
         return mask
-    return ConsensusMask(mask.mask[order], np.asarray(mask.z_mm)[order], mask.origin_ij,
-                         mask.pixel_spacing_mm)
+    return ConsensusMask(
+        mask.mask[order], np.asarray(mask.z_mm)[order], mask.origin_ij, mask.pixel_spacing_mm
+    )
 
 
 def _edge_spacing(mask: ConsensusMask, row) -> tuple[float, float, float]:
@@ -106,9 +113,7 @@ def _patch_mask(nodule_id, mask, axes, row, geometry: PatchGeometry):
     out_axes = patch_axes(center, geometry.size_mm, geometry.spacing_mm)
     patch_mask = mask_on_axes(mask.mask, axes, out_axes, _edge_spacing(mask, row))
     if not patch_mask.any():
-        raise CaseError(
-            f"case {nodule_id}: the mask vanishes at {geometry.spacing_mm} mm spacing"
-        )
+        raise CaseError(f"case {nodule_id}: the mask vanishes at {geometry.spacing_mm} mm spacing")
     return center, patch_mask
 
 
@@ -127,8 +132,9 @@ def phantom_case(
         raise CaseError(f"case {nodule_id}: {error}") from None
     _, patch_mask = _patch_mask(nodule_id, mask, axes, row, geometry)
     scores = {name: float(row[name]) for name in ("texture", "calcification", "margin")}
-    volume = render_nodule(patch_mask, scores, geometry.spacing_mm, case_rng(seed, nodule_id),
-                           rules)
+    volume = render_nodule(
+        patch_mask, scores, geometry.spacing_mm, case_rng(seed, nodule_id), rules
+    )
     return CaseArrays(volume=volume, mask=patch_mask, row=_index_row(row, geometry, 0.0))
 
 
@@ -150,9 +156,12 @@ def build_phantom_store(
     # parallel over cases, not inside BLAS: small matrix products thrash with several threads
     with threadpool_limits(1):
         return build_cases(
-            writer, cohort.nodule_ids,
+            writer,
+            cohort.nodule_ids,
             lambda nodule_id: phantom_case(cohort, nodule_id, geometry, seed, rules),
-            description="phantom patches", workers=workers, show_progress=show_progress,
+            description="phantom patches",
+            workers=workers,
+            show_progress=show_progress,
         )
 
 
@@ -231,8 +240,9 @@ def lidc_case(volume: Volume, row, mask: ConsensusMask, geometry: PatchGeometry)
         raise CaseError(f"case {nodule_id}: the mask extends past the scan's rows/columns")
     center, patch_mask = _patch_mask(nodule_id, mask, axes, row, geometry)
     crop = crop_patch(volume, center, geometry.size_mm, geometry.spacing_mm, fill=AIR_HU)
-    return CaseArrays(volume=crop.array, mask=patch_mask,
-                      row=_index_row(row, geometry, crop.padded_fraction))
+    return CaseArrays(
+        volume=crop.array, mask=patch_mask, row=_index_row(row, geometry, crop.padded_fraction)
+    )
 
 
 def build_lidc_store(
@@ -254,5 +264,11 @@ def build_lidc_store(
         return lidc_case(volume, rows[nodule_id], mask, geometry)
 
     writer = PatchStoreWriter(out, "lidc", {"geometry": asdict(geometry)})
-    return build_cases(writer, list(rows), make_case, description="LIDC patches",
-                       workers=1, show_progress=show_progress)
+    return build_cases(
+        writer,
+        list(rows),
+        make_case,
+        description="LIDC patches",
+        workers=1,
+        show_progress=show_progress,
+    )

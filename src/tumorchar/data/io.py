@@ -267,9 +267,9 @@ def find_series_folders(root: str | os.PathLike) -> dict[str, Path]:
         for filename in sorted(filenames):
             try:
                 ds = pydicom.dcmread(
-                    Path(dirpath) / filename, stop_before_pixels=True, specific_tags=[
-                        "SeriesInstanceUID"
-                    ]
+                    Path(dirpath) / filename,
+                    stop_before_pixels=True,
+                    specific_tags=["SeriesInstanceUID"],
                 )
             except Exception:  # not DICOM (xml, licence...): try the next file
                 continue

@@ -35,12 +35,24 @@ ARRAYS_DIR = "arrays"
 SOURCES = ("lidc", "phantom", "mri")
 LABELS = ("benign", "malignant", "excluded", "normal", "ipmn")
 SCORE_COLUMNS = (
-    "malignancy", "calcification", "lobulation", "spiculation", "sphericity", "margin",
+    "malignancy",
+    "calcification",
+    "lobulation",
+    "spiculation",
+    "sphericity",
+    "margin",
     "texture",
 )
 INDEX_COLUMNS = (
-    "case_id", "patient_id", "source", "label", *SCORE_COLUMNS, "equivalent_diameter_mm",
-    "spacing_mm", "padded_fraction", "content_hash",
+    "case_id",
+    "patient_id",
+    "source",
+    "label",
+    *SCORE_COLUMNS,
+    "equivalent_diameter_mm",
+    "spacing_mm",
+    "padded_fraction",
+    "content_hash",
 )
 ARRAY_KEYS = ("volume", "slice2d", "mask", "mask2d")
 FORMAT_VERSION = 1
@@ -96,10 +108,10 @@ def _case_hash(arrays: dict[str, np.ndarray]) -> str:
 
 def _store_hash(source: str, settings: dict, index: pd.DataFrame) -> str:
     """SHA-256 of the source, the settings and the sorted (case_id, content_hash) pairs."""
-    h = hashlib.sha256(json.dumps({"source": source, "settings": settings},
-                                  sort_keys=True).encode())
-    for case_id, case_hash in sorted(zip(index["case_id"], index["content_hash"],
-                                         strict=True)):
+    h = hashlib.sha256(
+        json.dumps({"source": source, "settings": settings}, sort_keys=True).encode()
+    )
+    for case_id, case_hash in sorted(zip(index["case_id"], index["content_hash"], strict=True)):
         h.update(f"{case_id}:{case_hash}\n".encode())
     return h.hexdigest()
 
@@ -215,8 +227,7 @@ class PatchStoreWriter:
     def index(self) -> pd.DataFrame:
         rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
         table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm",
-                       "padded_fraction"):
+        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm", "padded_fraction"):
             table[column] = table[column].astype(float)
         return table
 
@@ -226,17 +237,20 @@ class PatchStoreWriter:
         tmp = self.folder / (INDEX_NAME + ".tmp")
         table.to_parquet(tmp, index=False)
         os.replace(tmp, self.folder / INDEX_NAME)
-        _atomic_json(self.folder / STORE_NAME, {
-            "format": FORMAT_VERSION,
-            "source": self.source,
-            "is_phantom": self.is_phantom,
-            "note": self.note,
-            "settings": self.settings,
-            "n_cases": len(table),
-            "complete": complete,
-            "failures": failures or {},
-            "content_hash": _store_hash(self.source, self.settings, table),
-        })
+        _atomic_json(
+            self.folder / STORE_NAME,
+            {
+                "format": FORMAT_VERSION,
+                "source": self.source,
+                "is_phantom": self.is_phantom,
+                "note": self.note,
+                "settings": self.settings,
+                "n_cases": len(table),
+                "complete": complete,
+                "failures": failures or {},
+                "content_hash": _store_hash(self.source, self.settings, table),
+            },
+        )
         self._last_flush = time.monotonic()
 
 

@@ -109,8 +109,9 @@ def correlated_noise(
     field = ndimage.gaussian_filter(field, correlation_mm / coarse, mode="wrap")
     field /= max(float(field.std()), 1e-6)
     wz, wy, wx = (
-        linear_weights(np.arange(c) * coarse, np.arange(n) * spacing_mm + coarse / 2)[0]
-        .astype(np.float32)
+        linear_weights(np.arange(c) * coarse, np.arange(n) * spacing_mm + coarse / 2)[0].astype(
+            np.float32
+        )
         for c, n in zip(coarse_shape, shape, strict=True)
     )
     return separable_apply(field, wz, wy, wx)
@@ -222,9 +223,12 @@ def _add_vessels(image, mask, spacing_mm: float, rng, rules: PhantomRules) -> No
     tube's axis; each axis passes beside the nodule (clearance from its farthest voxel)."""
     n = image.shape
     coords = [(np.arange(k, dtype=np.float32) - (k - 1) / 2) * spacing_mm for k in n]
-    center = np.array([float(np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3)
-                                                                          if b != a)))))
-                       for a in range(3)])
+    center = np.array(
+        [
+            float(np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))))
+            for a in range(3)
+        ]
+    )
     center = (center - (np.array(n) - 1) / 2) * spacing_mm
     points = (np.argwhere(mask) - (np.array(n) - 1) / 2) * spacing_mm
     extent = float(np.sqrt(((points - center) ** 2).sum(axis=1)).max())

@@ -159,17 +159,29 @@ def resample_isotropic(volume: Volume, spacing_mm: float = 0.5, interpolator: st
     direction; the physical extent n·spacing is kept: n_new = round(n·s / spacing_mm))."""
     import SimpleITK as sitk
 
-    kinds = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
-             "bspline": sitk.sitkBSpline}
+    kinds = {
+        "linear": sitk.sitkLinear,
+        "nearest": sitk.sitkNearestNeighbor,
+        "bspline": sitk.sitkBSpline,
+    }
     if interpolator not in kinds:
         raise ValueError(f"interpolator must be one of {sorted(kinds)}")
     image = volume.to_sitk()
     spacing_xyz = image.GetSpacing()
-    size = [max(1, int(round(n * s / spacing_mm))) for n, s in zip(image.GetSize(),
-                                                                     spacing_xyz, strict=True)]
+    size = [
+        max(1, int(round(n * s / spacing_mm)))
+        for n, s in zip(image.GetSize(), spacing_xyz, strict=True)
+    ]
     out = sitk.Resample(
-        image, size, sitk.Transform(), kinds[interpolator], image.GetOrigin(),
-        (spacing_mm,) * 3, image.GetDirection(), float(volume.array.min()), image.GetPixelID()
+        image,
+        size,
+        sitk.Transform(),
+        kinds[interpolator],
+        image.GetOrigin(),
+        (spacing_mm,) * 3,
+        image.GetDirection(),
+        float(volume.array.min()),
+        image.GetPixelID(),
     )
     return Volume.from_sitk(out)
 
