@@ -126,13 +126,17 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: Sequence[str
     """An `.npz` readable by `np.load`: members in `compress` deflated, the others stored
     (noisy float32 barely compresses and zlib would dominate the write time)."""
     tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-        for key, value in arrays.items():
-            kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = kind
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    try:
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+            for key, value in arrays.items():
+                kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = kind
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -293,14 +297,18 @@ def build_cases(
         report.failures[case_id] = message
 
     columns = (*Progress.get_default_columns(), MofNCompleteColumn())
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
-        task = progress.add_task(description, total=len(todo))
-        if workers <= 1:
-            for case_id in todo:
-                store(run(case_id))
-                progress.advance(task)
-        else:
-            _run_threaded(todo, run, store, workers, lambda: progress.advance(task))
+    try:
+        with Progress(*columns, disable=not show_progress, transient=False) as progress:
+            task = progress.add_task(description, total=len(todo))
+            if workers <= 1:
+                for case_id in todo:
+                    store(run(case_id))
+                    progress.advance(task)
+            else:
+                _run_threaded(todo, run, store, workers, lambda: progress.advance(task))
+    except BaseException:  # interrupted: keep what is finished, so a rerun resumes from it
+        writer.flush(failures=report.failures, complete=False)
+        raise
     writer.flush(failures=report.failures, complete=not report.failures)
     return report
 
