@@ -63,16 +63,17 @@ def _finish_batch(report, out: Path, note: str = "") -> None:
 
     console = Console()
     if note:
-        console.print(f"[bold yellow]{note}[/]")
+        console.print(f"[bold yellow]{note}[/]", soft_wrap=True)
     console.print(
         f"patch store {out}: {len(report.written)} written, {len(report.skipped)} already "
-        f"there, {len(report.failures)} failed"
+        f"there, {len(report.failures)} failed",
+        soft_wrap=True,
     )
     if report.failures:
         err = Console(stderr=True)
         err.print("[bold red]failed cases:[/]")
         for message in report.failures.values():
-            err.print(f"  - {message}")
+            err.print(f"  - {message}", soft_wrap=True, markup=False)
         raise typer.Exit(1)
 
 
