@@ -154,13 +154,22 @@ def patches_synthetic_mri(
     seed: int = typer.Option(0, help="Seed."),
     ipmn_fraction: float = typer.Option(0.78, "--ipmn-fraction", min=0.0, max=1.0),
     roi: str = typer.Option("box", help="ROI kind written to rois.csv: box or mask."),
+    matrix: int = typer.Option(256, min=32, help="In-plane pixels per side."),
+    slices: int = typer.Option(30, min=4, help="Axial slices per volume."),
 ) -> None:
     """Write SYNTHETIC pancreas T2 MRI cases (for tests and the demo of the MRI path)."""
     from tumorchar.data.synthetic_mri import SYNTHETIC_NOTE, write_synthetic_mri
 
     if roi not in ("box", "mask"):
         fail("--roi must be 'box' or 'mask'")
-    write_synthetic_mri(out, n_cases=n_cases, seed=seed, ipmn_fraction=ipmn_fraction, roi=roi)
+    write_synthetic_mri(
+        out,
+        n_cases=n_cases,
+        seed=seed,
+        ipmn_fraction=ipmn_fraction,
+        shape=(slices, matrix, matrix),
+        roi=roi,
+    )
     typer.echo(f"{SYNTHETIC_NOTE}\n{n_cases} cases written to {out}")
 
 

@@ -15,8 +15,15 @@ from pydicom.uid import generate_uid
 
 from tumorchar.data.cohort_store import ConsensusMask, write_cohort
 
-SCORES = ("malignancy", "calcification", "lobulation", "spiculation", "sphericity", "margin",
-          "texture")
+SCORES = (
+    "malignancy",
+    "calcification",
+    "lobulation",
+    "spiculation",
+    "sphericity",
+    "margin",
+    "texture",
+)
 
 
 def ellipsoid(shape, spacing, radii_mm, centre_index=None) -> np.ndarray:
@@ -28,9 +35,15 @@ def ellipsoid(shape, spacing, radii_mm, centre_index=None) -> np.ndarray:
 
 
 def cohort_row(nodule_id, ps, dz, **scores) -> dict:
-    row = {"nodule_id": nodule_id, "patient_id": nodule_id.split("_")[0],
-           "series_uid": "1.2.3", "label": "benign", "pixel_spacing_mm": ps,
-           "slice_thickness_mm": dz, "equivalent_diameter_mm": 8.0}
+    row = {
+        "nodule_id": nodule_id,
+        "patient_id": nodule_id.split("_")[0],
+        "series_uid": "1.2.3",
+        "label": "benign",
+        "pixel_spacing_mm": ps,
+        "slice_thickness_mm": dz,
+        "equivalent_diameter_mm": 8.0,
+    }
     row.update({name: 3.0 for name in SCORES})
     row.update(calcification=6.0)
     row.update(scores)
@@ -51,20 +64,28 @@ def small_cohort(tmp_path) -> Path:
     """Three ellipsoid nodules on anisotropic grids (one solid + calcified, one ground glass,
     one part-solid)."""
     nodules = {}
-    for i, (ps, dz, radii, scores) in enumerate([
-        (0.7, 2.5, (5.0, 4.0, 6.0), {"texture": 5.0, "calcification": 3.0, "margin": 5.0}),
-        (0.6, 1.25, (3.0, 3.5, 3.0), {"texture": 1.0, "margin": 1.0}),
-        (0.8, 2.0, (7.0, 6.0, 6.0), {"texture": 3.0, "margin": 3.0}),
-    ]):
-        shape = tuple(int(np.ceil(2 * r / s)) + 1 for r, s in zip(radii, (dz, ps, ps)))
+    for i, (ps, dz, radii, scores) in enumerate(
+        [
+            (0.7, 2.5, (5.0, 4.0, 6.0), {"texture": 5.0, "calcification": 3.0, "margin": 5.0}),
+            (0.6, 1.25, (3.0, 3.5, 3.0), {"texture": 1.0, "margin": 1.0}),
+            (0.8, 2.0, (7.0, 6.0, 6.0), {"texture": 3.0, "margin": 3.0}),
+        ]
+    ):
+        shape = tuple(int(np.ceil(2 * r / s)) + 1 for r, s in zip(radii, (dz, ps, ps), strict=True))
         mask = ellipsoid(shape, (dz, ps, ps), radii)
         z = -50.0 + dz * np.arange(shape[0])
         nodules[f"LIDC-IDRI-000{i}_n01"] = (mask, z, (100, 120), ps, dz, scores)
     return make_cohort(tmp_path / "cohort", nodules)
 
 
-def write_ct_series(folder: Path, volume_hu: np.ndarray, spacing, origin_xyz,
-                    series_uid: str, shuffle_seed: int | None = 0) -> list[Path]:
+def write_ct_series(
+    folder: Path,
+    volume_hu: np.ndarray,
+    spacing,
+    origin_xyz,
+    series_uid: str,
+    shuffle_seed: int | None = 0,
+) -> list[Path]:
     """Write `volume_hu` (z, y, x) as a DICOM series built on pydicom's CT_small.dcm."""
     template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     folder.mkdir(parents=True, exist_ok=True)

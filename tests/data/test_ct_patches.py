@@ -14,8 +14,9 @@ GEOMETRY = PatchGeometry(spacing_mm=0.5, size_mm=24.0)
 
 
 def test_phantom_store_from_cohort(small_cohort, tmp_path):
-    report = build_phantom_store(small_cohort, tmp_path / "s", geometry=GEOMETRY,
-                                 show_progress=False)
+    report = build_phantom_store(
+        small_cohort, tmp_path / "s", geometry=GEOMETRY, show_progress=False
+    )
     assert not report.failures and len(report.written) == 3
     store = PatchStore(tmp_path / "s")
     assert store.is_phantom and store.source == "phantom" and store.note == PHANTOM_NOTE
@@ -32,23 +33,38 @@ def test_phantom_store_from_cohort(small_cohort, tmp_path):
 
 def test_phantom_store_is_deterministic(small_cohort, tmp_path):
     for name in ("a", "b"):
-        build_phantom_store(small_cohort, tmp_path / name, seed=5, geometry=GEOMETRY,
-                            show_progress=False, workers=1 if name == "a" else 2)
+        build_phantom_store(
+            small_cohort,
+            tmp_path / name,
+            seed=5,
+            geometry=GEOMETRY,
+            show_progress=False,
+            workers=1 if name == "a" else 2,
+        )
     assert PatchStore(tmp_path / "a").content_hash == PatchStore(tmp_path / "b").content_hash
 
 
 def test_empty_mask_fails_by_name_and_the_rest_is_built(tmp_path):
     good = ellipsoid((5, 15, 15), (2.0, 0.7, 0.7), (4.0, 4.0, 4.0))
-    cohort = make_cohort(tmp_path / "cohort", {
-        "LIDC-IDRI-0001_n01": (good, -10 + 2.0 * np.arange(5), (50, 60), 0.7, 2.0, {}),
-        "LIDC-IDRI-0002_n01": (np.zeros((3, 4, 4), bool), [0.0, 2.0, 4.0], (5, 5), 0.7, 2.0,
-                               {}),
-    })
-    report = build_phantom_store(cohort, tmp_path / "s", geometry=GEOMETRY,
-                                 show_progress=False)
+    cohort = make_cohort(
+        tmp_path / "cohort",
+        {
+            "LIDC-IDRI-0001_n01": (good, -10 + 2.0 * np.arange(5), (50, 60), 0.7, 2.0, {}),
+            "LIDC-IDRI-0002_n01": (
+                np.zeros((3, 4, 4), bool),
+                [0.0, 2.0, 4.0],
+                (5, 5),
+                0.7,
+                2.0,
+                {},
+            ),
+        },
+    )
+    report = build_phantom_store(cohort, tmp_path / "s", geometry=GEOMETRY, show_progress=False)
     assert report.written == ["LIDC-IDRI-0001_n01"]
-    assert report.failures == {"LIDC-IDRI-0002_n01": "case LIDC-IDRI-0002_n01: empty "
-                                                     "consensus mask"}
+    assert report.failures == {
+        "LIDC-IDRI-0002_n01": "case LIDC-IDRI-0002_n01: empty consensus mask"
+    }
     assert not (tmp_path / "s" / "arrays" / "LIDC-IDRI-0002_n01.npz").exists()
 
 
@@ -62,7 +78,7 @@ def _lidc_download(tmp_path, centre_ij, n_slices=24):
     series = tmp_path / "LIDC" / "LIDC-IDRI-0007" / "01-01-2000-study" / "3000-series"
     write_ct_series(series, hu, (dz, ps, ps), origin, "1.3.6.1.7")
     zs, ys, xs = (np.flatnonzero(sphere.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-    box = sphere[zs[0]:zs[-1] + 1, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    box = sphere[zs[0] : zs[-1] + 1, ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
     z_mm = origin[2] + dz * np.arange(zs[0], zs[-1] + 1)
     return tmp_path / "LIDC", ConsensusMask(box, z_mm, (int(ys[0]), int(xs[0])), ps), dz
 
@@ -112,8 +128,18 @@ def test_lidc_missing_scan_is_a_listed_failure(tmp_path):
 
 def test_cli_phantom_then_resume(small_cohort, tmp_path):
     runner = CliRunner()
-    args = ["patches", "phantom", "--cohort", str(small_cohort), "--out", str(tmp_path / "s"),
-            "--size-mm", "16", "--seed", "1"]
+    args = [
+        "patches",
+        "phantom",
+        "--cohort",
+        str(small_cohort),
+        "--out",
+        str(tmp_path / "s"),
+        "--size-mm",
+        "16",
+        "--seed",
+        "1",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "PHANTOM DATA" in first.output and "3 written" in first.output
@@ -124,16 +150,21 @@ def test_cli_phantom_then_resume(small_cohort, tmp_path):
 
 
 def test_cli_reports_failures_with_exit_code(tmp_path):
-    cohort = make_cohort(tmp_path / "cohort", {
-        "LIDC-IDRI-0002_n01": (np.zeros((2, 3, 3), bool), [0.0, 2.0], (5, 5), 0.7, 2.0, {}),
-    })
-    result = CliRunner().invoke(app, ["patches", "phantom", "--cohort", str(cohort),
-                                      "--out", str(tmp_path / "s")])
+    cohort = make_cohort(
+        tmp_path / "cohort",
+        {
+            "LIDC-IDRI-0002_n01": (np.zeros((2, 3, 3), bool), [0.0, 2.0], (5, 5), 0.7, 2.0, {}),
+        },
+    )
+    result = CliRunner().invoke(
+        app, ["patches", "phantom", "--cohort", str(cohort), "--out", str(tmp_path / "s")]
+    )
     assert result.exit_code == 1
     assert "LIDC-IDRI-0002_n01: empty consensus mask" in result.output
 
 
 def test_cli_missing_cohort_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(app, ["patches", "phantom", "--cohort", str(tmp_path / "no"),
-                                      "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(
+        app, ["patches", "phantom", "--cohort", str(tmp_path / "no"), "--out", str(tmp_path / "s")]
+    )
     assert result.exit_code == 2 and "cohort.parquet" in result.output

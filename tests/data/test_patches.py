@@ -24,8 +24,9 @@ def make_case(case_id: str) -> CaseArrays:
 
 
 def build(folder, ids=("c1", "c2", "c3"), maker=make_case, settings=None):
-    writer = PatchStoreWriter(folder, "phantom", settings or {"a": 1}, is_phantom=True,
-                              note="PHANTOM")
+    writer = PatchStoreWriter(
+        folder, "phantom", settings or {"a": 1}, is_phantom=True, note="PHANTOM"
+    )
     return build_cases(writer, ids, maker, show_progress=False)
 
 
@@ -91,8 +92,7 @@ def test_bad_case_is_listed_and_the_batch_goes_on(tmp_path):
 
     report = build(tmp_path, ids=("c1", "c2", "c3", "c4"), maker=flaky)
     assert report.written == ["c1", "c4"]
-    assert report.failures == {"c2": "case c2: the scan is broken",
-                               "c3": "case c3: empty mask"}
+    assert report.failures == {"c2": "case c2: the scan is broken", "c3": "case c3: empty mask"}
     meta = json.loads((tmp_path / "store.json").read_text())
     assert meta["failures"]["c2"] == "case c2: the scan is broken" and not meta["complete"]
     assert sorted(p.name for p in (tmp_path / "arrays").iterdir()) == ["c1.npz", "c4.npz"]
@@ -137,8 +137,9 @@ def test_invalid_label_and_case_id_are_failures(tmp_path):
 
 def test_threaded_batch_gives_the_same_store(tmp_path):
     build(tmp_path / "serial")
-    writer = PatchStoreWriter(tmp_path / "threads", "phantom", {"a": 1}, is_phantom=True,
-                              note="PHANTOM")
+    writer = PatchStoreWriter(
+        tmp_path / "threads", "phantom", {"a": 1}, is_phantom=True, note="PHANTOM"
+    )
     build_cases(writer, ["c1", "c2", "c3"], make_case, workers=2, show_progress=False)
     serial, threaded = PatchStore(tmp_path / "serial"), PatchStore(tmp_path / "threads")
     assert serial.content_hash == threaded.content_hash

@@ -104,9 +104,15 @@ def anisotropic_diffusion(
 
 
 def preprocess(volume: Volume, settings: MRISettings = MRISettings()) -> Volume:
-    """N4 bias correction, then curvature anisotropic diffusion."""
+    """N4 bias correction, then curvature anisotropic diffusion (in 2D for a single slice)."""
+    import SimpleITK as sitk
+
+    image = volume.to_sitk()
+    single = volume.shape[0] == 1
+    if single:
+        image = image[:, :, 0]
     image = n4_correct(
-        volume.to_sitk(),
+        image,
         shrink=settings.n4_shrink,
         iterations=settings.n4_iterations,
         convergence=settings.n4_convergence,
@@ -117,6 +123,9 @@ def preprocess(volume: Volume, settings: MRISettings = MRISettings()) -> Volume:
         settings.diffusion_conductance,
         settings.diffusion_time_step,
     )
+    if single:
+        array = sitk.GetArrayFromImage(image)[None].astype(np.float32)
+        return Volume(array, volume.spacing, volume.origin, volume.direction)
     return Volume.from_sitk(image)
 
 
@@ -269,6 +278,9 @@ def build_mri_store(
     label_rows = {r["case_id"]: r for r in labels.to_dict("records")}
 
     def make_case(case_id: str) -> CaseArrays:
+        label = str(label_rows[case_id]["label"])
+        if label not in MRI_LABELS:
+            raise CaseError(f"case {case_id}: label {label!r} is not one of {MRI_LABELS}")
         if case_id not in roi_rows:
             raise CaseError(f"case {case_id}: no ROI row in {Path(rois_csv).name}")
         return mri_case(
