@@ -86,3 +86,11 @@ def test_crop_near_scan_border_is_padded_with_air_and_recorded():
 def test_empty_mask_has_no_centre():
     with pytest.raises(ValueError, match="empty mask"):
         mask_center_mm(np.zeros((2, 2, 2), bool), (np.arange(2),) * 3)
+
+
+def test_mask_smaller_than_an_output_voxel_keeps_its_peak():
+    mask = np.ones((1, 1, 1), bool)
+    axes_in = (np.array([0.1]), np.array([0.1]), np.array([0.1]))
+    axes_out = patch_axes((0.0, 0.0, 0.0), 4.0, 1.0)  # samples at ±0.5, ±1.5
+    out = mask_on_axes(mask, axes_in, axes_out, edge_spacing_mm=(1.0, 1.0, 1.0))
+    assert out.sum() == 1 and out[2, 2, 2]  # the sample nearest to (0.1, 0.1, 0.1)

@@ -174,7 +174,10 @@ def read_dicom_series(
 
 def _assemble_series(datasets, name: str) -> Volume:
     first = datasets[0][1]
-    orientation = _floats(first, "ImageOrientationPatient", name, default=(1, 0, 0, 0, 1, 0))
+    axial = (1, 0, 0, 0, 1, 0)
+    # a lone slice (e.g. a secondary capture) may lack position tags; a series may not
+    lone_position = (0.0, 0.0, 0.0) if len(datasets) == 1 else None
+    orientation = _floats(first, "ImageOrientationPatient", name, default=axial)
     row_dir, col_dir = np.array(orientation[:3]), np.array(orientation[3:])
     normal = np.cross(row_dir, col_dir)
     pixel_spacing = _floats(first, "PixelSpacing", name)
@@ -183,11 +186,14 @@ def _assemble_series(datasets, name: str) -> Volume:
     for path, ds in datasets:
         if (int(ds.Rows), int(ds.Columns)) != shape:
             raise ScanReadError(f"case {name}: slice {path.name} has a different image size")
-        if not np.allclose(_floats(ds, "ImageOrientationPatient", name), orientation, atol=1e-4):
+        if not np.allclose(
+            _floats(ds, "ImageOrientationPatient", name, default=axial), orientation, atol=1e-4
+        ):
             raise ScanReadError(f"case {name}: slice {path.name} has a different orientation")
         if not np.allclose(_floats(ds, "PixelSpacing", name), pixel_spacing, rtol=1e-4):
             raise ScanReadError(f"case {name}: slice {path.name} has a different pixel spacing")
-        positions.append(float(np.dot(_floats(ds, "ImagePositionPatient", name), normal)))
+        position = _floats(ds, "ImagePositionPatient", name, default=lone_position)
+        positions.append(float(np.dot(position, normal)))
     order = np.argsort(positions, kind="stable")
     positions = np.asarray(positions)[order]
     datasets = [datasets[i] for i in order]
@@ -199,7 +205,7 @@ def _assemble_series(datasets, name: str) -> Volume:
     return Volume(
         array=array,
         spacing=(dz, float(pixel_spacing[0]), float(pixel_spacing[1])),
-        origin=tuple(_floats(datasets[0][1], "ImagePositionPatient", name)),
+        origin=tuple(_floats(datasets[0][1], "ImagePositionPatient", name, lone_position)),
         direction=direction,
     )
 

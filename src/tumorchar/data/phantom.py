@@ -51,7 +51,7 @@ class PhantomRules:
     texture_correlation_mm: float = 1.5  # Gaussian σ of the texture's correlation
     vessel_hu: float = 40.0
     vessel_count: tuple[int, int] = (2, 4)  # inclusive range
-    vessel_radius_mm: tuple[float, float] = (0.5, 1.5)
+    vessel_radius_mm: tuple[float, float] = (0.75, 2.0)
     vessel_clearance_mm: float = 2.0  # gap between a vessel axis and the nodule's extent
     ground_glass_hu: float = -600.0
     solid_hu: float = 30.0
@@ -143,12 +143,12 @@ def render_nodule(
     image = rules.parenchyma_hu + rules.parenchyma_texture_hu * texture
     _add_vessels(image, mask, spacing_mm, rng, rules)
 
-    box = _padded_box(mask, pad=int(np.ceil(4 * rules.widest_margin_blur_mm / spacing_mm)) + 1)
+    box = _padded_box(mask, pad=int(np.ceil(3 * rules.widest_margin_blur_mm / spacing_mm)) + 1)
     inner = mask[box]
     depth = _normalized_depth(inner, spacing_mm)
     nodule = _nodule_intensity(depth, inner, scores, rules, rng, texture[box])
     sigma = rules.margin_blur_mm(float(scores.get("margin", 3.0))) / spacing_mm
-    alpha = ndimage.gaussian_filter(inner.astype(np.float32), sigma, mode="constant")
+    alpha = ndimage.gaussian_filter(inner.astype(np.float32), sigma, mode="constant", truncate=3.0)
     image[box] = image[box] * (1.0 - alpha) + nodule * alpha
     image += rules.scanner_noise_hu * rng.standard_normal(shape, dtype=np.float32)
     return image.astype(np.float32, copy=False)
@@ -166,12 +166,23 @@ def _padded_box(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
 def _normalized_depth(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Distance to the boundary (Euclidean, mm) divided by its maximum: 0 outside, 1 deepest.
 
-    Computed on the mask's tight bounding box (plus one empty layer), then embedded.
+    Computed on the mask's tight bounding box (plus one empty layer); for boxes of ≥ 24
+    voxels a side, on every other voxel and interpolated back linearly (the distance is
+    1-Lipschitz, so this costs at most about one voxel of accuracy, for an 8× saving).
     """
     box = _padded_box(mask, pad=1)
+    inner = np.pad(mask[box], 1)
+    if min(inner.shape) >= 24:
+        coarse = ndimage.distance_transform_edt(inner[::2, ::2, ::2], sampling=2 * spacing_mm)
+        weights = [
+            linear_weights(np.arange(0, k, 2), np.arange(k))[0].astype(np.float32)
+            for k in inner.shape
+        ]
+        distance = separable_apply(coarse.astype(np.float32), *weights) * inner
+    else:
+        distance = ndimage.distance_transform_edt(inner, sampling=spacing_mm)
     depth = np.zeros(mask.shape, np.float32)
-    inner = ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=spacing_mm)
-    depth[box] = inner[1:-1, 1:-1, 1:-1]
+    depth[box] = distance[1:-1, 1:-1, 1:-1]
     return depth / max(float(depth.max()), 1e-6)
 
 
@@ -219,19 +230,20 @@ def _calcified_region(pattern: int, depth: np.ndarray, mask: np.ndarray, rng) ->
 
 
 def _add_vessels(image, mask, spacing_mm: float, rng, rules: PhantomRules) -> None:
-    """Add tubes I += (vessel − parenchyma)·sigmoid((r − d)/0.25 mm), d = distance to the
-    tube's axis; each axis passes beside the nodule (clearance from its farthest voxel)."""
-    n = image.shape
-    coords = [(np.arange(k, dtype=np.float32) - (k - 1) / 2) * spacing_mm for k in n]
-    center = np.array(
-        [
-            float(np.mean(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))))
-            for a in range(3)
-        ]
-    )
-    center = (center - (np.array(n) - 1) / 2) * spacing_mm
-    points = (np.argwhere(mask) - (np.array(n) - 1) / 2) * spacing_mm
+    """Blend tubes in: I ← I + (vessel − I)·p, p = max over tubes of sigmoid((r − d)/w), d the
+    distance to the tube's axis. Each axis passes beside the nodule (clearance from its
+    farthest voxel). p is evaluated on a grid of about twice the spacing (w = half that
+    spacing) and upsampled linearly: vessels are smooth, and this is 8× fewer voxels."""
+    n = np.array(image.shape)
+    fine = [(np.arange(k) - (k - 1) / 2) * spacing_mm for k in n]
+    coarse = [
+        np.linspace(f[0], f[-1], max(2, (k + 1) // 2 + 1)) for f, k in zip(fine, n, strict=True)
+    ]
+    width = max(0.25, 0.5 * float(coarse[0][1] - coarse[0][0]))
+    points = (np.argwhere(mask) - (n - 1) / 2) * spacing_mm
+    center = points.mean(axis=0)
     extent = float(np.sqrt(((points - center) ** 2).sum(axis=1)).max())
+    profile = np.zeros([c.size for c in coarse], np.float32)
     low, high = rules.vessel_count
     for _ in range(int(rng.integers(low, high + 1))):
         direction = rng.standard_normal(3)
@@ -242,10 +254,14 @@ def _add_vessels(image, mask, spacing_mm: float, rng, rules: PhantomRules) -> No
         radius = float(rng.uniform(*rules.vessel_radius_mm))
         offset = extent + radius + rules.vessel_clearance_mm + rng.uniform(0, 4.0)
         anchor = center + offset * side
-        w = [c - np.float32(a) for c, a in zip(coords, anchor, strict=True)]
+        w = [(c - a).astype(np.float32) for c, a in zip(coarse, anchor, strict=True)]
         d = direction.astype(np.float32)
         along = w[0][:, None, None] * d[0] + w[1][None, :, None] * d[1] + w[2][None, None, :] * d[2]
         norm2 = w[0][:, None, None] ** 2 + w[1][None, :, None] ** 2 + w[2][None, None, :] ** 2
         dist = np.sqrt(np.maximum(norm2 - along * along, 0.0))
-        profile = 1.0 / (1.0 + np.exp(np.minimum((dist - radius) / 0.25, 50.0)))
-        image += (np.float32(rules.vessel_hu) - image) * profile
+        tube = 1.0 / (1.0 + np.exp(np.minimum((dist - radius) / width, 50.0)))
+        np.maximum(profile, tube, out=profile)
+    weights = [
+        linear_weights(c, f)[0].astype(np.float32) for c, f in zip(coarse, fine, strict=True)
+    ]
+    image += (np.float32(rules.vessel_hu) - image) * separable_apply(profile, *weights)

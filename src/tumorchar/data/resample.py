@@ -75,11 +75,12 @@ def resample_on_axes(
         insides.append(inside)
         blocks.append(slice(start, stop))
     block = np.asarray(array[tuple(blocks)], dtype=np.float32)
-    out = np.tensordot(mats[0], block, axes=(1, 0))  # (oz, ny, nx)
-    out = np.einsum("bj,ajk->abk", mats[1], out)  # (oz, oy, nx)
-    out = out @ mats[2].T  # (oz, oy, ox)
+    out = block @ mats[2].T  # (nz, ny, ox)
+    out = np.matmul(mats[1], out)  # (nz, oy, ox)
+    out = (mats[0] @ out.reshape(out.shape[0], -1)).reshape(mats[0].shape[0], *out.shape[1:])
     inside = insides[0][:, None, None] & insides[1][None, :, None] & insides[2][None, None, :]
-    out[~inside] = fill
+    if not all(i.all() for i in insides):
+        out[~inside] = fill
     return np.ascontiguousarray(out, dtype=np.float32), inside
 
 
@@ -136,7 +137,9 @@ def mask_on_axes(
 
     Each source voxel stands for a box of its spacing, so the mask is first padded with one
     empty layer per side (one `edge_spacing_mm` away, default the axis's median spacing):
-    its boundary then falls halfway between the last filled and first empty voxel.
+    its boundary then falls halfway between the last filled and first empty voxel. A mask
+    that no output sample reaches at 0.5 keeps its highest-valued sample(s), so a tiny
+    nodule never vanishes from a patch that covers it.
     """
     mask = np.asarray(mask, bool)
     padded = np.pad(mask, 1).astype(np.float32)
@@ -151,7 +154,10 @@ def mask_on_axes(
             raise ValueError(f"axis {axis} has one sample: give edge_spacing_mm")
         axes_padded.append(np.concatenate([[coords[0] - step], coords, [coords[-1] + step]]))
     values, _ = resample_on_axes(padded, tuple(axes_padded), axes_out, fill=0.0)
-    return values >= 0.5
+    out = values >= 0.5
+    if not out.any() and values.max() > 0:  # smaller than an output voxel: keep its peak
+        out = values >= values.max() * (1.0 - 1e-6)
+    return out
 
 
 def resample_isotropic(volume: Volume, spacing_mm: float = 0.5, interpolator: str = "linear"):
