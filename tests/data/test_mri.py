@@ -84,7 +84,7 @@ def test_mri_store_holds_roi_slices(synthetic, tmp_path):
     )
     assert not report.failures
     store = PatchStore(tmp_path / "s")
-    assert store.source == "mri" and not store.is_phantom
+    assert store.source == "mri" and store.is_phantom and "SYNTHETIC" in store.note
     index = store.index.set_index("case_id")
     assert index["label"].tolist() == ["normal", "ipmn", "ipmn"]
     assert index["malignancy"].isna().all()
@@ -129,7 +129,9 @@ def test_mask_rois_and_bad_masks(synthetic, tmp_path):
     report = build_mri_store(images, rois, labels, tmp_path / "s", FAST, show_progress=False)
     assert report.written == ["A"]
     assert "case B: ROI mask geometry does not match its image" in report.failures["B"]
-    assert PatchStore(tmp_path / "s").load("A").volume.shape == (2, 32, 32)
+    store = PatchStore(tmp_path / "s")
+    assert store.load("A").volume.shape == (2, 32, 32)
+    assert not store.is_phantom  # these images do not come with the generator's marker
 
 
 def test_empty_roi_and_bad_label_fail_by_name(synthetic, tmp_path):

@@ -15,7 +15,9 @@ time step clamped to the stable bound min spacing / 2^(d+1)). Every axial slice 
 touches is cropped to one square box (the ROI's in-plane extent plus a margin) resampled to
 `roi_size`² pixels. The store keeps `volume` = the stack of ROI slices (slices at the scan's
 spacing; in-plane spacing in `spacing_mm`), `slice2d` = its central slice, the ROI as mask,
-scores NaN. Intensities stay in the scanner's (bias-corrected) units.
+scores NaN. Intensities stay in the scanner's (bias-corrected) units. Images from the
+synthetic generator (their folder holds `synthetic.json`) give a store flagged
+`is_phantom` with a note saying the data are synthetic.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from tumorchar.data.patches import BatchReport, CaseArrays, CaseError, PatchStor
 from tumorchar.data.resample import mask_on_axes, resample_on_axes
 
 MRI_LABELS = ("normal", "ipmn")
+SYNTHETIC_MARKER = "synthetic.json"  # written by tumorchar.data.synthetic_mri
+SYNTHETIC_NOTE = "SYNTHETIC pancreas T2 MRI from tumorchar's generator; not patient data."
 BOX_COLUMNS = ("z0", "z1", "y0", "y1", "x0", "x1")
 
 
@@ -292,7 +296,15 @@ def build_mri_store(
             roi_folder,
         )
 
-    writer = PatchStoreWriter(out, "mri", {"mri": json.loads(json.dumps(asdict(settings)))})
+    # images from tumorchar's generator make a synthetic store, flagged like the CT phantom
+    synthetic = (images_dir / SYNTHETIC_MARKER).is_file()
+    writer = PatchStoreWriter(
+        out,
+        "mri",
+        {"mri": json.loads(json.dumps(asdict(settings)))},
+        is_phantom=synthetic,
+        note=SYNTHETIC_NOTE if synthetic else "",
+    )
     return build_cases(
         writer, list(label_rows), make_case, description="MRI ROIs", show_progress=show_progress
     )

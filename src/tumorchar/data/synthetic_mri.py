@@ -29,9 +29,9 @@ import pandas as pd
 from scipy import ndimage
 
 from tumorchar.data.io import Volume
+from tumorchar.data.mri import SYNTHETIC_MARKER, SYNTHETIC_NOTE
 from tumorchar.data.phantom import case_rng
 
-SYNTHETIC_NOTE = "SYNTHETIC pancreas T2 MRI from tumorchar's generator; not patient data."
 INTENSITY = {
     "background": 0.0,
     "tissue": 250.0,
@@ -213,7 +213,7 @@ def write_synthetic_mri(
         "ipmn_fraction": ipmn_fraction,
         "roi": roi,
     }
-    tmp = out / "synthetic.json.tmp"
+    tmp = out / (SYNTHETIC_MARKER + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / "synthetic.json")
+    os.replace(tmp, out / SYNTHETIC_MARKER)
     return out
