@@ -168,3 +168,12 @@ def test_cli_missing_cohort_is_a_clear_error(tmp_path):
         app, ["patches", "phantom", "--cohort", str(tmp_path / "no"), "--out", str(tmp_path / "s")]
     )
     assert result.exit_code == 2 and "cohort.parquet" in result.output
+
+
+def test_lidc_mask_off_the_scan_slices_is_refused(tmp_path):
+    lidc, mask, dz = _lidc_download(tmp_path, (32, 30))
+    shifted = ConsensusMask(mask.mask, mask.z_mm + 0.5, mask.origin_ij, mask.pixel_spacing_mm)
+    cohort = _lidc_cohort(tmp_path, shifted, dz)
+    report = build_lidc_store(cohort, lidc, tmp_path / "s", GEOMETRY, show_progress=False)
+    message = report.failures["LIDC-IDRI-0007_n01"]
+    assert message == "case LIDC-IDRI-0007_n01: mask slice positions are not slices of the scan"

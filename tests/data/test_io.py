@@ -7,7 +7,13 @@ import pytest
 from conftest import write_ct_series
 from pydicom.data import get_testdata_file
 
-from tumorchar.data.io import ScanReadError, find_series_folders, read_dicom_series, read_image
+from tumorchar.data.io import (
+    ScanReadError,
+    Volume,
+    find_series_folders,
+    read_dicom_series,
+    read_image,
+)
 
 
 def test_real_ct_slice_in_hounsfield_units(tmp_path):
@@ -129,3 +135,27 @@ def test_unsupported_or_broken_files(tmp_path):
         read_image(tmp_path / "y.nii.gz", case_id="c8")
     with pytest.raises(ScanReadError, match="case c7: no image file"):
         read_image(tmp_path / "missing.nii", case_id="c7")
+
+
+def test_slice_with_other_pixel_spacing_is_refused(tmp_path):
+    paths = write_ct_series(tmp_path, np.zeros((3, 6, 6)), (1.0, 0.7, 0.7), (0, 0, 0), "1.2")
+    ds = pydicom.dcmread(paths[2])
+    ds.PixelSpacing = [0.8, 0.8]
+    ds.save_as(paths[2])
+    with pytest.raises(ScanReadError, match="case scan-3: slice img0002.dcm has a different pixel"):
+        read_dicom_series(tmp_path, case_id="scan-3")
+
+
+def test_axes_follow_the_direction_matrix():
+    # rows run along −y in patient space: the row axis coordinate is ⟨origin, −e_y⟩ + j·dy
+    direction = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])
+    volume = Volume(
+        np.zeros((2, 3, 4), np.float32), (2.0, 0.5, 0.25), (10.0, 20.0, 30.0), direction
+    )
+    z, y, x = volume.axes_mm()
+    np.testing.assert_allclose(z, [30.0, 32.0])
+    np.testing.assert_allclose(y, [-20.0, -19.5, -19.0])
+    np.testing.assert_allclose(x, 10.0 + 0.25 * np.arange(4))
+    image = volume.to_sitk()
+    assert Volume.from_sitk(image).origin == pytest.approx((10.0, 20.0, 30.0))
+    np.testing.assert_allclose(Volume.from_sitk(image).direction, direction)

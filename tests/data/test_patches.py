@@ -151,3 +151,18 @@ def test_stale_temporary_files_are_removed_on_reopen(tmp_path):
     (tmp_path / "index.parquet.tmp").write_bytes(b"half")
     build(tmp_path)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_stacking_cases_of_different_shapes_is_refused(tmp_path):
+    def maker(case_id):
+        case = make_case(case_id)
+        if case_id == "c2":  # e.g. an MRI case spanning fewer ROI slices
+            return CaseArrays(case.volume[:4], case.mask[:4], case.row)
+        return case
+
+    build(tmp_path, maker=maker)
+    store = PatchStore(tmp_path)
+    with pytest.raises(ValueError, match="different shapes"):
+        store.volumes()
+    assert store.slices().shape == (3, 8, 8)
+    assert store.volumes(["c1", "c3"]).shape == (2, 6, 8, 8)
