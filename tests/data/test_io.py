@@ -73,6 +73,8 @@ def test_bad_slice_positions_are_refused(tmp_path, positions, message):
 
 def test_non_dicom_file_in_series_is_named(tmp_path):
     write_ct_series(tmp_path, np.zeros((3, 6, 6)), (1.0, 0.7, 0.7), (0, 0, 0), "1.2.3")
+    (tmp_path / "069.xml").write_text("<LidcReadMessage/>")  # LIDC's reader XML: skipped
+    assert read_dicom_series(tmp_path).shape == (3, 6, 6)
     (tmp_path / "notes.dcm").write_text("this is not DICOM")
     with pytest.raises(ScanReadError, match="case scan-1: notes.dcm is not a readable DICOM"):
         read_dicom_series(tmp_path, case_id="scan-1")

@@ -123,6 +123,9 @@ def _read_with_sitk(path: Path, name: str) -> Volume:
 
 # --- DICOM series ---------------------------------------------------------------------------
 
+# Files that sit beside the images in real downloads and are not images (LIDC puts its
+# reader XML in the series folder); any other file must be a readable DICOM.
+SIDE_FILES = (".xml", ".txt", ".json", ".csv", ".md", ".html", ".pdf", ".ini", ".log")
 # Relative tolerance on slice gaps: a gap differing from the median by more than this is
 # either a missing slice (≈ a multiple of the median) or an inconsistent spacing.
 SLICE_GAP_TOLERANCE = 0.1
@@ -137,7 +140,8 @@ def read_dicom_series(
     Slices are sorted by their position along the slice normal n = r × c (r, c the row and
     column direction cosines of ImageOrientationPatient); the slice spacing is the median
     gap between consecutive positions. Pixel values become HU = slope · stored + intercept
-    (RescaleSlope / RescaleIntercept, default 1 and 0). Refuses, naming the case: a file that
+    (RescaleSlope / RescaleIntercept, default 1 and 0). Side files (LIDC's reader XML...,
+    see SIDE_FILES) are skipped by suffix. Refuses, naming the case: any other file that
     is not DICOM or is corrupt, several series (unless `series_uid` picks one), images of
     differing size / orientation / pixel spacing, duplicated slice positions, missing slices
     and inconsistent slice gaps.
@@ -146,7 +150,11 @@ def read_dicom_series(
 
     folder = Path(folder)
     name = case_id or folder.name
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SIDE_FILES
+    )
     if not files:
         raise ScanReadError(f"case {name}: no files in DICOM folder {folder}")
     datasets = []
