@@ -177,3 +177,19 @@ def test_lidc_mask_off_the_scan_slices_is_refused(tmp_path):
     report = build_lidc_store(cohort, lidc, tmp_path / "s", GEOMETRY, show_progress=False)
     message = report.failures["LIDC-IDRI-0007_n01"]
     assert message == "case LIDC-IDRI-0007_n01: mask slice positions are not slices of the scan"
+
+
+def test_mask_slices_in_decreasing_z_are_sorted_and_repeats_refused(tmp_path):
+    good = ellipsoid((5, 15, 15), (2.0, 0.7, 0.7), (4.0, 4.0, 4.0))
+    cohort = make_cohort(
+        tmp_path / "cohort",
+        {
+            "LIDC-IDRI-0001_n01": (good, 10 - 2.0 * np.arange(5), (50, 60), 0.7, 2.0, {}),
+            "LIDC-IDRI-0002_n01": (good, [0.0, 2.0, 2.0, 4.0, 6.0], (50, 60), 0.7, 2.0, {}),
+            "LIDC-IDRI-0003_n01": (good, [0.0, 2.0], (50, 60), 0.7, 2.0, {}),
+        },
+    )
+    report = build_phantom_store(cohort, tmp_path / "s", geometry=GEOMETRY, show_progress=False)
+    assert report.written == ["LIDC-IDRI-0001_n01"]
+    assert "not strictly increasing" in report.failures["LIDC-IDRI-0002_n01"]
+    assert "5 slices but 2 slice positions" in report.failures["LIDC-IDRI-0003_n01"]

@@ -57,9 +57,7 @@ def mask_axes(
     if z.shape != (nz,):
         raise CaseError(f"mask has {nz} slices but {z.size} slice positions")
     if nz > 1 and np.any(np.diff(z) <= 0):
-        order = np.argsort(z)
-        if np.any(np.diff(z[order]) <= 0):
-            raise CaseError("mask slice positions repeat")
+        raise CaseError("mask slice positions are not strictly increasing (a repeated slice?)")
     ps = mask.pixel_spacing_mm
     y = offset_yx[0] + (mask.origin_ij[0] + np.arange(ny)) * ps
     x = offset_yx[1] + (mask.origin_ij[1] + np.arange(nx)) * ps
@@ -67,7 +65,10 @@ def mask_axes(
 
 
 def _sorted_mask(mask: ConsensusMask) -> ConsensusMask:
-    order = np.argsort(np.asarray(mask.z_mm, float))
+    """The mask with its slices in increasing z (mask_axes needs increasing positions)."""
+    if np.asarray(mask.z_mm).shape != mask.mask.shape[:1]:
+        return mask  # mask_axes reports the mismatch
+    order = np.argsort(np.asarray(mask.z_mm, float), kind="stable")
     if np.all(order == np.arange(order.size)):
         return mask
     return ConsensusMask(
