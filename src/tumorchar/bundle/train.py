@@ -213,17 +213,17 @@ def train_mtl(
     `device` is where C3D is fine-tuned (default: CUDA when available); features are then
     extracted on the CPU, as prediction does.
     """
+    _check_out(out, overwrite)
+    store = open_store(patches)
+    if store_modality(store) != "ct":
+        raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
+
     from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from tumorchar.features import c3d
     from tumorchar.models.mtl import GraphSparseMTL
-
-    _check_out(out, overwrite)
-    store = open_store(patches)
-    if store_modality(store) != "ct":
-        raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
     tasks = tuple(c3d.TASKS)
     region = region_settings_of(store)
     rows, labels = training_cases(store, tasks)
