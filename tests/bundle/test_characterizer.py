@@ -177,3 +177,26 @@ def test_dicom_without_spacing_is_refused(mtl_bundle, tmp_path):
         tumorchar.load_model(mtl_bundle).predict(
             tmp_path / "nospacing.dcm", at=(0, 0, 0), units="voxel"
         )
+
+
+def test_region_of_a_scan_is_the_training_patch(mtl_bundle, phantom_store):
+    """A store patch placed inside a larger scan is cut out again exactly, and predicted as
+    the stored patch itself would be: prediction crops as training did."""
+    from tumorchar.bundle.region import RegionPatch
+    from tumorchar.bundle.scan import as_scan
+    from tumorchar.data.io import Volume
+    from tumorchar.data.patches import PatchStore
+
+    model = tumorchar.load_model(mtl_bundle)
+    patch = PatchStore(phantom_store).load("case005")
+    n = patch.volume.shape[0]  # 24 voxels of 1 mm
+    array = np.full((n + 16, n + 20, n + 12), -850.0, np.float32)
+    array[8 : 8 + n, 5 : 5 + n, 3 : 3 + n] = patch.volume
+    scan = Volume(array=array, spacing=(1.0, 1.0, 1.0), origin=(-12.0, 30.0, 7.0))
+    center_xyz = (-12.0 + 3 + (n - 1) / 2, 30.0 + 5 + (n - 1) / 2, 7.0 + 8 + (n - 1) / 2)
+    region = model.region(as_scan(scan), at=center_xyz)
+    np.testing.assert_allclose(region.volume, patch.volume, atol=1e-3)
+    stored = RegionPatch(patch.volume, patch.slice2d, center_xyz, 0.0)
+    direct = model.predict_patch(stored, "case005")
+    from_scan = model.predict(scan, at=center_xyz, case_id="case005")
+    np.testing.assert_allclose(_outputs(from_scan), _outputs(direct), rtol=1e-5)
