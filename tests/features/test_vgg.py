@@ -22,6 +22,11 @@ def random_vgg():
 
 
 @pytest.fixture(scope="module")
+def random_features(random_vgg, ct_slices):
+    return vgg.extract_vgg(random_vgg[0], ct_slices, batch_size=2)
+
+
+@pytest.fixture(scope="module")
 def ct_slices():
     rng = np.random.default_rng(3)
     slices = rng.normal(-700.0, 250.0, size=(3, 40, 52)).astype(np.float32)
@@ -43,11 +48,11 @@ def test_missing_explicit_file_is_an_error(tmp_path):
         vgg.load_vgg16(tmp_path / "nope.pth", allow_random_init=True)
 
 
-def test_shapes_and_label(random_vgg, ct_slices):
+def test_shapes_and_label(random_vgg, random_features):
     model, label = random_vgg
     assert label == "random-init"
     assert not model.training
-    feats = vgg.extract_vgg(model, ct_slices, batch_size=2)
+    feats = random_features
     assert set(feats) == {"fc7", "fc7_relu", "fc8", "fc8_relu"}
     for key, dim in [("fc7", 4096), ("fc7_relu", 4096), ("fc8", 1000), ("fc8_relu", 1000)]:
         assert feats[key].shape == (3, dim)
@@ -55,9 +60,9 @@ def test_shapes_and_label(random_vgg, ct_slices):
         assert np.all(np.isfinite(feats[key]))
 
 
-def test_relu_features_are_max_zero_raw(random_vgg, ct_slices):
+def test_relu_features_are_max_zero_raw(random_vgg, random_features):
     model, _ = random_vgg
-    feats = vgg.extract_vgg(model, ct_slices)
+    feats = random_features
     for raw, rect in [("fc7", "fc7_relu"), ("fc8", "fc8_relu")]:
         assert (feats[raw] < 0).any(), "raw features should have negative entries"
         np.testing.assert_array_equal(feats[rect], np.maximum(feats[raw], 0.0))
@@ -78,7 +83,10 @@ def test_preprocessing_window_and_normalization():
     assert torch.isfinite(u).all()
 
 
-def test_weight_file_round_trip_from_default_location(random_vgg, ct_slices, empty_weights_dir):
+@pytest.mark.slow  # writes and reads a full-size (528 MB) state dict
+def test_weight_file_round_trip_from_default_location(
+    random_vgg, random_features, ct_slices, empty_weights_dir
+):
     model, _ = random_vgg
     torch.save(model.state_dict(), empty_weights_dir / vgg.VGG16_FILE)
     loaded, label = vgg.load_vgg16()  # found in the default weights folder
@@ -89,7 +97,7 @@ def test_weight_file_round_trip_from_default_location(random_vgg, ct_slices, emp
         assert name == name_b
         assert torch.equal(a, b)
     np.testing.assert_array_equal(
-        vgg.extract_vgg(model, ct_slices)["fc7"], vgg.extract_vgg(loaded, ct_slices)["fc7"]
+        random_features["fc7"], vgg.extract_vgg(loaded, ct_slices, batch_size=2)["fc7"]
     )
 
 

@@ -147,20 +147,20 @@ class C3D(nn.Module):
         if n_tasks < 1:
             raise ValueError("n_tasks must be >= 1")
         self.n_tasks = n_tasks
-        in_ch = 3
-        for name, width in zip(CONV_NAMES, self.preset.widths, strict=True):
-            setattr(self, name, nn.Conv3d(in_ch, width, kernel_size=3, padding=1))
-            in_ch = width
-        self.pool1 = nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
-        self.pool2 = nn.MaxPool3d(kernel_size=2, stride=2)
-        self.pool3 = nn.MaxPool3d(kernel_size=2, stride=2)
-        self.pool4 = nn.MaxPool3d(kernel_size=2, stride=2)
-        self.pool5 = nn.MaxPool3d(kernel_size=2, stride=2, padding=(0, 1, 1))
-        self.fc6 = nn.Linear(self.preset.fc6_in(), self.preset.fc_dim)
-        self.fc7 = nn.Linear(self.preset.fc_dim, self.preset.fc_dim)
-        self.task_head = nn.Linear(self.preset.fc_dim, n_tasks)
-        self.dropout = nn.Dropout(p=0.5)
-        with local_seed(seed):
+        with local_seed(seed):  # layer creation draws default inits: keep them local
+            in_ch = 3
+            for name, width in zip(CONV_NAMES, self.preset.widths, strict=True):
+                setattr(self, name, nn.Conv3d(in_ch, width, kernel_size=3, padding=1))
+                in_ch = width
+            self.pool1 = nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
+            self.pool2 = nn.MaxPool3d(kernel_size=2, stride=2)
+            self.pool3 = nn.MaxPool3d(kernel_size=2, stride=2)
+            self.pool4 = nn.MaxPool3d(kernel_size=2, stride=2)
+            self.pool5 = nn.MaxPool3d(kernel_size=2, stride=2, padding=(0, 1, 1))
+            self.fc6 = nn.Linear(self.preset.fc6_in(), self.preset.fc_dim)
+            self.fc7 = nn.Linear(self.preset.fc_dim, self.preset.fc_dim)
+            self.task_head = nn.Linear(self.preset.fc_dim, n_tasks)
+            self.dropout = nn.Dropout(p=0.5)
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -266,7 +266,8 @@ def load_sports1m(model: C3D, path: str | os.PathLike | None = None) -> C3D:
             "TUMORCHAR_WEIGHTS_DIR, or pass its path)."
         )
     state = read_state_dict(found)
-    names = [f"{layer}.{kind}" for layer in (*CONV_NAMES, "fc6", "fc7") for kind in ("weight", "bias")]
+    layers = (*CONV_NAMES, "fc6", "fc7")
+    names = [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
     copy_matching(model, state, names, f"Sports-1M C3D weights from {found}")
     return model
 
