@@ -9,10 +9,10 @@ in place of Sports-1M's 487-way fc8.
 
 Two presets share this code. `paper`: widths 64-128-256-512-512, fc6/fc7 of 4096, input
 3×16×112×112 centre-cropped from volumes resized to 16×128×171 (≈ 77 GFLOP per clip forward);
-on CUDA it runs with bf16 autocast and channels-last-3D memory. `cpu`: the same graph with
-narrower layers and a 16×32×32 clip (resized to 16×37×49, the paper's aspect) so that
-fine-tuning ~1000 volumes takes seconds on 2 CPU cores; it trains from random initialization
-(Sports-1M weights only fit the paper shapes).
+on CUDA it runs under bf16 autocast. `cpu`: the same graph with 8× narrower layers, fc6/fc7 of
+512 and a 16×32×32 clip (resized to 16×37×49, the paper's aspect) so that fine-tuning ~1000
+volumes takes seconds on 2 CPU cores; it trains from random initialization (Sports-1M weights
+only fit the paper shapes). Both run in channels-last-3D memory layout.
 
 Input clips: each volume (z, y, x) is mapped to [0, 1] (CT: window `CT_WINDOW_HU`; MRI:
 `intensity_window=None`, per-volume percentiles), resized trilinearly to the preset's
@@ -371,8 +371,7 @@ def finetune(
     clips = _gray_clips(volumes, p, intensity_window)
     model.to(dev).train()
     on_cuda = dev.type == "cuda"
-    if on_cuda:
-        model.to(memory_format=torch.channels_last_3d)
+    model.to(memory_format=torch.channels_last_3d)
     opt = torch.optim.Adam(model.parameters(), lr=lr or p.lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"loss": []}
@@ -413,8 +412,7 @@ def extract_fc6(
     dev = pick_device(device)
     model.to(dev).eval()
     on_cuda = dev.type == "cuda"
-    if on_cuda:
-        model.to(memory_format=torch.channels_last_3d)
+    model.to(memory_format=torch.channels_last_3d)
     out = np.empty((len(volumes), model.preset.fc_dim), dtype=np.float32)
     n = len(volumes)
     with torch.inference_mode(), _progress(progress, math.ceil(n / batch_size)) as bar:
@@ -429,10 +427,10 @@ def extract_fc6(
 
 
 def _to_device(gray: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Gray clips → 3-channel channels-last-3D input on `dev` (oneDNN and cuDNN run 3D
+    convolutions faster in this layout: about 1.5x for the cpu preset on this machine)."""
     x = gray.to(dev, non_blocking=True).expand(-1, 3, -1, -1, -1)
-    if dev.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    return x
+    return x.contiguous(memory_format=torch.channels_last_3d)
 
 
 class _progress:
