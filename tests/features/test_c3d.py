@@ -88,6 +88,7 @@ def test_sports1m_import_round_trip(tmp_path, paper_model):
         if not name.startswith("task_head"):
             assert torch.equal(target.state_dict()[name], tensor), name
     assert torch.equal(target.task_head.weight, head_before)
+    assert target.weights_label == "sports1m"
 
     torch.save({"conv2.weight": torch.zeros(128, 64, 3, 3, 1)}, path)
     with pytest.raises(ValueError, match=r"conv2.weight: file \(128, 64, 3, 3, 1\)"):
@@ -141,6 +142,7 @@ def test_checkpoint_round_trip_gives_identical_features(tmp_path):
     assert not (tmp_path / "c3d.safetensors.tmp").exists()
     loaded = c3d.load_checkpoint(path)
     assert loaded.preset == model.preset and loaded.n_tasks == 7
+    assert loaded.weights_label == model.weights_label == "random-init+finetuned-binary"
     np.testing.assert_array_equal(c3d.extract_fc6(model, vols), c3d.extract_fc6(loaded, vols))
 
 

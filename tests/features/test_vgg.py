@@ -59,7 +59,7 @@ def test_missing_explicit_file_is_an_error(tmp_path):
 
 def test_shapes_and_label(random_vgg, random_features):
     model, label = random_vgg
-    assert label == "random-init"
+    assert label == model.weights_label == "random-init"
     assert not model.training
     feats = random_features
     assert set(feats) == {"fc7", "fc7_relu", "fc8", "fc8_relu"}
@@ -99,7 +99,7 @@ def test_weight_file_round_trip_from_default_location(
     model, _ = random_vgg
     torch.save(model.state_dict(), empty_weights_dir / vgg.VGG16_FILE)
     loaded, label = vgg.load_vgg16()  # found in the default weights folder
-    assert label == "imagenet"
+    assert label == loaded.weights_label == "imagenet"
     for (name, a), (name_b, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):

@@ -147,6 +147,8 @@ class C3D(nn.Module):
         if n_tasks < 1:
             raise ValueError("n_tasks must be >= 1")
         self.n_tasks = n_tasks
+        #: provenance of the weights: "random-init" | "sports1m", + "+finetuned-<mode>"
+        self.weights_label = "random-init"
         with local_seed(seed):  # layer creation draws default inits: keep them local
             in_ch = 3
             for name, width in zip(CONV_NAMES, self.preset.widths, strict=True):
@@ -269,6 +271,7 @@ def load_sports1m(model: C3D, path: str | os.PathLike | None = None) -> C3D:
     layers = (*CONV_NAMES, "fc6", "fc7")
     names = [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
     copy_matching(model, state, names, f"Sports-1M C3D weights from {found}")
+    model.weights_label = "sports1m"
     return model
 
 
@@ -278,6 +281,7 @@ def save_checkpoint(model: C3D, path: str | os.PathLike) -> Path:
         "format": CHECKPOINT_FORMAT,
         "preset": json.dumps(dataclasses.asdict(model.preset)),
         "n_tasks": str(model.n_tasks),
+        "weights_label": model.weights_label,
     }
     return save_safetensors_atomic(model.state_dict(), path, metadata)
 
@@ -295,6 +299,7 @@ def load_checkpoint(path: str | os.PathLike) -> C3D:
     preset = C3DPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     model = C3D(preset, n_tasks=int(meta["n_tasks"]))
     model.load_state_dict(load_file(str(path)), strict=True)
+    model.weights_label = meta.get("weights_label", "unknown")
     return model.eval()
 
 
@@ -393,6 +398,8 @@ def finetune(
                 count += len(idx)
                 bar()
             history["loss"].append(total / max(count, 1))
+    if "+finetuned" not in model.weights_label:
+        model.weights_label += f"+finetuned-{mode}"
     model.eval()
     return history
 

@@ -31,7 +31,6 @@ from torch import nn
 from tumorchar.features._netutils import (
     CT_WINDOW_HU,
     copy_matching,
-    local_seed,
     pick_device,
     read_state_dict,
     resolve_weights,
@@ -53,6 +52,7 @@ class VGG16(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
+        self.weights_label = "untrained"
         layers: list[nn.Module] = []
         in_ch = 3
         for v in _CFG_D:
@@ -142,6 +142,7 @@ def load_vgg16(
     else:
         model.init_random(seed)
         label = "random-init"
+    model.weights_label = label  # travels with the model into provenance records
     return model.eval(), label
 
 
@@ -187,7 +188,7 @@ def extract_vgg(
     model = model.to(dev).eval()
     n = len(slices)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_KEYS}
-    with torch.inference_mode(), local_seed(0, dev):
+    with torch.inference_mode():
         for start in range(0, n, batch_size):
             x = preprocess_slices(slices[start : start + batch_size], intensity_window).to(dev)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
