@@ -138,3 +138,13 @@ def test_random_init_is_seeded(random_vgg):
     again, _ = vgg.load_vgg16(allow_random_init=True, seed=0)
     for a, b in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_bf16_option_stays_close_to_float32(random_vgg, random_features, ct_slices):
+    model, _ = random_vgg
+    fast = vgg.extract_vgg(model, ct_slices, batch_size=3, bf16=True, progress=True)
+    for key in ("fc7", "fc8"):
+        rel = np.linalg.norm(fast[key] - random_features[key]) / np.linalg.norm(
+            random_features[key]
+        )
+        assert rel < 0.05

@@ -145,3 +145,26 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class progress_bar:
+    """A Rich progress bar over `total` items when enabled, else a no-op; the object the
+    `with` block gets advances the bar by its argument."""
+
+    def __init__(self, enabled: bool, total: int, label: str = "features"):
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k=1: None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True)
+        self._bar.start()
+        task = self._bar.add_task(self.label, total=self.total)
+        return lambda k=1: self._bar.advance(task, k)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._bar.stop()
+        return False

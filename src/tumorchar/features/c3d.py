@@ -47,6 +47,7 @@ from tumorchar.features._netutils import (
     copy_matching,
     local_seed,
     pick_device,
+    progress_bar,
     read_state_dict,
     resolve_weights,
     save_safetensors_atomic,
@@ -381,7 +382,7 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"loss": []}
     n = len(clips)
-    with local_seed(seed, dev), _progress(progress, epochs * math.ceil(n / batch_size)) as bar:
+    with local_seed(seed, dev), progress_bar(progress, epochs * n, "C3D fine-tuning") as bar:
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen)
             total, count = 0.0, 0
@@ -396,7 +397,7 @@ def finetune(
                 opt.step()
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
-                bar()
+                bar(len(idx))
             history["loss"].append(total / max(count, 1))
     if "+finetuned" not in model.weights_label:
         model.weights_label += f"+finetuned-{mode}"
@@ -422,14 +423,14 @@ def extract_fc6(
     model.to(memory_format=torch.channels_last_3d)
     out = np.empty((len(volumes), model.preset.fc_dim), dtype=np.float32)
     n = len(volumes)
-    with torch.inference_mode(), _progress(progress, math.ceil(n / batch_size)) as bar:
+    with torch.inference_mode(), progress_bar(progress, n, "C3D fc6") as bar:
         for start in range(0, n, batch_size):
             clips = _gray_clips(volumes[start : start + batch_size], model.preset, intensity_window)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
                 h = model.trunk(_to_device(clips, dev))
             h = F.relu(h) if relu else h
             out[start : start + len(clips)] = h.float().cpu().numpy()
-            bar()
+            bar(len(clips))
     return out
 
 
@@ -440,25 +441,3 @@ def _to_device(gray: torch.Tensor, dev: torch.device) -> torch.Tensor:
     measured slower with oneDNN here (single-channel kernels), so the copies stay."""
     x = gray.to(dev, non_blocking=True).expand(-1, 3, -1, -1, -1)
     return x.contiguous(memory_format=torch.channels_last_3d)
-
-
-class _progress:
-    """A Rich progress bar when enabled, else a no-op; calling it advances by one step."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import Progress
-
-        self._bar = Progress(transient=True)
-        self._bar.start()
-        task = self._bar.add_task("C3D", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.stop()
-        return False

@@ -32,6 +32,7 @@ from tumorchar.features._netutils import (
     CT_WINDOW_HU,
     copy_matching,
     pick_device,
+    progress_bar,
     read_state_dict,
     resolve_weights,
     to_unit_range,
@@ -175,26 +176,33 @@ def extract_vgg(
     batch_size: int = 16,
     intensity_window: tuple[float, float] | None = CT_WINDOW_HU,
     device: str | torch.device | None = None,
+    bf16: bool | None = None,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """fc7, fc7_relu, fc8, fc8_relu features of 2D slices: dict of (N, 4096) / (N, 1000)
     float32 arrays, from one forward pass per batch in eval mode under inference_mode.
 
     `intensity_window`: (lo, hi) mapped to [0, 1] (default: CT in HU), or None for a
-    per-slice percentile window (MRI).
+    per-slice percentile window (MRI). `bf16`: run under bfloat16 autocast (default: on CUDA
+    only; on a CPU with AVX512-BF16 it is ~1.6x faster at ~1 % relative feature error).
+    The network runs in channels-last memory layout (faster oneDNN / cuDNN kernels).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     dev = pick_device(device)
-    model = model.to(dev).eval()
+    use_bf16 = dev.type == "cuda" if bf16 is None else bf16
+    model = model.to(dev).eval().to(memory_format=torch.channels_last)
     n = len(slices)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_KEYS}
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(progress, n, "VGG16 features") as advance:
         for start in range(0, n, batch_size):
-            x = preprocess_slices(slices[start : start + batch_size], intensity_window).to(dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            x = preprocess_slices(slices[start : start + batch_size], intensity_window)
+            x = x.to(dev).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 outs = model.fc_outputs(x)
             for k in FEATURE_KEYS:
                 chunks[k].append(outs[k].float().cpu().numpy())
+            advance(len(x))
     if n == 0:
         return {k: np.zeros((0, 4096 if k.startswith("fc7") else 1000), np.float32) for k in chunks}
     return {k: np.concatenate(v).astype(np.float32, copy=False) for k, v in chunks.items()}
