@@ -1,6 +1,7 @@
-"""VGG16 fc7/fc8 extraction images/s (224 x 224, one forward pass per batch), batched against
-one-slice-at-a-time in the same run. Random-init weights (throughput does not depend on the
-weight values); with CUDA the same figures are also measured on the GPU under bf16 autocast.
+"""VGG16 fc7/fc8 extraction images/s (224 x 224, one forward pass per batch): the default
+float32 path and the optional bf16 autocast, batched, against one slice at a time in float32
+(the naive baseline), measured in the same run. Random-init weights (throughput does not
+depend on the weight values); with CUDA the figures are also measured on the GPU.
 
     python benchmarks/bench_vgg.py [--images 32] [--batch-size 16]
 """
@@ -22,10 +23,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from tumorchar.features import vgg  # noqa: E402
 
 
-def rate(model, slices, batch_size: int, device: str) -> float:
-    vgg.extract_vgg(model, slices[:2], batch_size=2, device=device)  # warm-up
+def rate(model, slices, batch_size: int, device: str, bf16: bool) -> float:
+    vgg.extract_vgg(model, slices[:2], batch_size=2, device=device, bf16=bf16)  # warm-up
     start = time.perf_counter()
-    vgg.extract_vgg(model, slices, batch_size=batch_size, device=device)
+    vgg.extract_vgg(model, slices, batch_size=batch_size, device=device, bf16=bf16)
     if device == "cuda":
         torch.cuda.synchronize()
     return len(slices) / (time.perf_counter() - start)
@@ -46,13 +47,13 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
     )
     for device in devices:
-        n_single = min(args.images, 8)
-        batched = rate(model, slices, args.batch_size, device)
-        single = rate(model, slices[:n_single], 1, device)
-        print(
-            f"  {device}: {batched:7.2f} images/s at batch {args.batch_size}, "
-            f"{single:7.2f} images/s one at a time ({batched / single:.2f}x)"
-        )
+        single = rate(model, slices[: min(args.images, 8)], 1, device, bf16=False)
+        fp32 = rate(model, slices, args.batch_size, device, bf16=False)
+        bf16 = rate(model, slices, args.batch_size, device, bf16=True)
+        b = args.batch_size
+        print(f"  {device}: one at a time fp32 {single:7.2f} images/s (baseline)")
+        print(f"  {device}: batch {b} fp32   {fp32:7.2f} images/s ({fp32 / single:.2f}x)")
+        print(f"  {device}: batch {b} bf16   {bf16:7.2f} images/s ({bf16 / single:.2f}x)")
     if len(devices) == 1:
         print("  cuda: skipped (no CUDA device on this machine)")
 
