@@ -354,10 +354,13 @@ def finetune(
     intensity_window: tuple[float, float] | None = CT_WINDOW_HU,
     device: str | torch.device | None = None,
     progress: bool = False,
+    deterministic: bool = True,
 ) -> dict[str, list[float]]:
     """Fine-tune all layers on the multi-task loss (module doc) with Adam; return the history
     {"loss": mean training loss per epoch}. Shuffling and dropout are seeded by `seed` alone
-    (local generators; the global random state is untouched)."""
+    (local generators; the global random state is untouched). On CPU the run is bitwise
+    repeatable for a given thread count; on CUDA `deterministic` selects deterministic cuDNN
+    kernels (max-pool backward still uses atomics, so GPU runs agree closely, not bitwise)."""
     p = model.preset
     scores = np.asarray(targets, dtype=np.float64)
     if scores.ndim == 1:
@@ -382,7 +385,14 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"loss": []}
     n = len(clips)
-    with local_seed(seed, dev), progress_bar(progress, epochs * n, "C3D fine-tuning") as bar:
+    cudnn = torch.backends.cudnn.flags(
+        enabled=True, benchmark=not deterministic, deterministic=deterministic
+    )
+    with (
+        local_seed(seed, dev),
+        cudnn,
+        progress_bar(progress, epochs * n, "C3D fine-tuning") as bar,
+    ):
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen)
             total, count = 0.0, 0
