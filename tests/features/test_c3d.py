@@ -166,3 +166,13 @@ def test_bad_inputs_are_refused():
         c3d.finetune(c3d.C3D("cpu"), np.zeros((2, 8, 8, 8)), np.zeros((3, 7)))
     with pytest.raises(ValueError, match="volume 1"):
         c3d.prepare_clips([np.zeros((8, 8, 8)), np.zeros((8, 8))], "cpu")
+
+
+@pytest.mark.slow  # two paper-size training steps on CPU (~230 GFLOP each)
+def test_paper_preset_finetunes_on_cpu_at_tiny_batch():
+    vols, scores = toy_nodules(2)
+    model = c3d.C3D("paper", seed=0)
+    before = model.conv1.weight.detach().clone()
+    history = c3d.finetune(model, vols, scores, epochs=1, batch_size=1, device="cpu", seed=0)
+    assert np.isfinite(history["loss"][0])
+    assert not torch.equal(model.conv1.weight, before)
