@@ -237,7 +237,10 @@ def _gray_clips(
         vol = np.asarray(vol)
         if vol.ndim != 3 or min(vol.shape) < 1:
             raise ValueError(f"volume {i}: expected a 3D array (z, y, x), got shape {vol.shape}")
-        u = torch.from_numpy(to_unit_range(vol, intensity_window))[None, None]
+        try:
+            u = torch.from_numpy(to_unit_range(vol, intensity_window))[None, None]
+        except ValueError as err:
+            raise ValueError(f"volume {i}: {err}") from err
         r = F.interpolate(u, size=p.resize, mode="trilinear", align_corners=False)
         out[i] = r[0, :, od : od + cd, oh : oh + ch, ow : ow + cw]
     return (out - 0.5) * p.pixel_scale

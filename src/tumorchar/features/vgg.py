@@ -161,7 +161,10 @@ def preprocess_slices(
         s = np.asarray(s)
         if s.ndim != 2 or min(s.shape) < 1:
             raise ValueError(f"slice {i}: expected a 2D array, got shape {s.shape}")
-        u = torch.from_numpy(to_unit_range(s, intensity_window))[None, None]
+        try:
+            u = torch.from_numpy(to_unit_range(s, intensity_window))[None, None]
+        except ValueError as err:
+            raise ValueError(f"slice {i}: {err}") from err
         out[i] = F.interpolate(
             u, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
         )[0]
