@@ -176,3 +176,13 @@ def test_paper_preset_finetunes_on_cpu_at_tiny_batch():
     history = c3d.finetune(model, vols, scores, epochs=1, batch_size=1, device="cpu", seed=0)
     assert np.isfinite(history["loss"][0])
     assert not torch.equal(model.conv1.weight, before)
+
+
+def test_clip_resize_keeps_a_constant_volume_constant_and_centres_the_crop():
+    vol = np.full((40, 64, 64), -300.0, dtype=np.float32)  # u = 0.5 in the CT window
+    clips = c3d.prepare_clips(vol, "cpu")
+    torch.testing.assert_close(clips, torch.zeros_like(clips), rtol=0, atol=1e-6)
+    ramp = np.broadcast_to(np.linspace(-1000, 400, 64, dtype=np.float32), (20, 64, 64))
+    x = c3d.prepare_clips(ramp, "cpu")[0, 0, 8, 16]  # one row along x of the cropped clip
+    assert torch.all(torch.diff(x) > 0)
+    assert abs(float(x.mean())) < 0.02  # the crop is centred: the ramp's midpoint is kept
