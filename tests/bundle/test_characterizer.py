@@ -140,6 +140,8 @@ def test_point_outside_the_scan_is_refused(mtl_bundle, scan_volume):
     volume, _ = scan_volume()
     with pytest.raises(ScanError, match="case ball: point .* is outside the scan"):
         tumorchar.load_model(mtl_bundle).predict(volume, at=(500.0, 0.0, 0.0), case_id="ball")
+    with pytest.raises(ScanError, match="exactly one of a point or a mask"):
+        tumorchar.load_model(mtl_bundle).predict(volume)
 
 
 def test_modality_mismatch_is_refused(mtl_bundle, tmp_path):

@@ -108,8 +108,8 @@ class Characterizer:
     ) -> Characterization:
         """Characterize the region of `scan` around the point `at` or inside `mask`.
 
-        `scan` is a path (DICOM series folder or file, NIfTI, NRRD), a SimpleITK image or a
-        volume object with `array` and `spacing`; `at` is ``(x, y, z)`` in `units` (``"mm"``:
+        `scan` is a path (DICOM series folder or file, NIfTI, NRRD), a
+        `tumorchar.data.io.Volume` or a SimpleITK image; `at` is ``(x, y, z)`` in `units` (``"mm"``:
         world coordinates; ``"voxel"``: column, row, slice index); `mask` an array, image or
         file on the scan's grid whose centroid is used. `modality` overrides the scan's.
         """
@@ -119,6 +119,8 @@ class Characterizer:
 
     def region(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> RegionPatch:
         """The region of `scan` cut as the training cases were (see `tumorchar.bundle.region`)."""
+        if (at is None) == (mask is None):
+            raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
         settings = self.region_settings
         if isinstance(settings, MRIRegionSettings):
             if mask is not None:
@@ -141,8 +143,6 @@ class Characterizer:
 
     def locate(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> np.ndarray:
         """World coordinates (x, y, z) of the region's centre."""
-        if (at is None) == (mask is None):
-            raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
         if mask is not None:
             return scans.mask_center(scan, mask)
         return scans.locate_point(scan, at, units)

@@ -224,6 +224,7 @@ def train_mtl(
 
     from tumorchar.features import c3d
     from tumorchar.models.mtl import GraphSparseMTL
+
     tasks = tuple(c3d.TASKS)
     region = region_settings_of(store)
     rows, labels = training_cases(store, tasks)
