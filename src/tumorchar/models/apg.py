@@ -102,7 +102,8 @@ class MultiTaskQuadratic:
             return out
         out = [x @ W[:, i] for i, x in enumerate(self.X)]
         if self.psi is not None:
-            out = [o + p * W[:, i].sum() for i, (o, p) in enumerate(zip(out, self.psi))]
+            sums = W.sum(axis=0)
+            out = [o + p * sums[i] for i, (o, p) in enumerate(zip(out, self.psi, strict=True))]
         return out
 
     def data_adjoint(self, R):
@@ -148,7 +149,7 @@ class MultiTaskQuadratic:
     def combine(self, a, img_a, b, img_b):
         """Image of a*U + b*V from the images of U and V (f's map is linear)."""
         if isinstance(img_a, list):
-            return [a * u + b * v for u, v in zip(img_a, img_b)]
+            return [a * u + b * v for u, v in zip(img_a, img_b, strict=True)]
         return a * img_a + b * img_b
 
     def _graph_value(self, W):
@@ -158,7 +159,8 @@ class MultiTaskQuadratic:
         """f(W) given img = image(W)."""
         if self.mode == "data":
             if isinstance(img, list):
-                loss = sum(0.5 * float(np.sum((p - y) ** 2)) for p, y in zip(img, self.Y))
+                pairs = zip(img, self.Y, strict=True)
+                loss = sum(0.5 * float(np.sum((p - y) ** 2)) for p, y in pairs)
             else:
                 loss = 0.5 * float(np.sum((img - self.Y) ** 2))
         else:
@@ -169,7 +171,7 @@ class MultiTaskQuadratic:
         """grad f(W) = A^T (A W - Y) + 2 rho1 W L, given img = image(W)."""
         if self.mode == "data":
             if isinstance(img, list):
-                grad = self.data_adjoint([p - y for p, y in zip(img, self.Y)])
+                grad = self.data_adjoint([p - y for p, y in zip(img, self.Y, strict=True)])
             else:
                 grad = self.data_adjoint(img - self.Y)
         else:
@@ -302,7 +304,8 @@ def apg(
     converged = False
     residual = math.inf
     k = 0
-    for k in range(1, max_iter + 1):
+    while k < max_iter:
+        k += 1
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         if beta > 0.0:
