@@ -21,6 +21,7 @@ from tumorchar.models.apg import (
     MultiTaskQuadratic,
     TraceNormPenalty,
     apg,
+    apg_working_set,
     graph_laplacian,
 )
 from tumorchar.models.taskgraph import estimate_task_graph, validate_graph
@@ -196,7 +197,7 @@ class GraphSparseMTL(_BaseMTL):
         `radiologist_inconsistency`), added to every feature of task i's design.
     fit_intercept : fit an unpenalized intercept b_i per task (by centring).
     tol, max_iter : stopping rule of `apg` (relative objective change and fixed-point
-        residual both <= tol).
+        residual both <= tol), run on working sets of features (`apg_working_set`).
 
     Attributes
     ----------
@@ -245,7 +246,8 @@ class GraphSparseMTL(_BaseMTL):
             S = validate_graph(self.graph, n_tasks)
         laplacian = graph_laplacian(S, n_tasks)
         smooth = _build_smooth(Xc, Yc, psi_c, per_task, laplacian, self.rho1)
-        result = apg(smooth, L1Penalty(self.rho2), tol=self.tol, max_iter=self.max_iter)
+        penalty = L1Penalty(self.rho2)
+        result = apg_working_set(smooth, penalty, tol=self.tol, max_iter=self.max_iter)
         self.graph_ = S
         self._store_solution(result, offsets)
         return self
@@ -289,7 +291,7 @@ def graph_sparse_mtl_path(
     """Solve Eq. 6 (no intercept) for each rho2 in `rho2_values`, in the order given, each
     solve warm-started from the previous solution (give the values in decreasing order).
 
-    The smooth part (designs, Gram matrices, Lipschitz estimate) is built once. graph is an
+    The smooth part is built once. graph is an
     (M, E) structure matrix or None (no coupling). Returns (coefs (K, d, M), n_iters (K,),
     objectives (K,)).
     """
@@ -302,13 +304,12 @@ def graph_sparse_mtl_path(
     S = np.zeros((n_tasks, 0)) if graph is None else validate_graph(graph, n_tasks)
     P = _check_psi(psi, Y2.shape[0], n_tasks, single=False)
     smooth = _build_smooth(Xs, Y2, P, _is_per_task(X), graph_laplacian(S, n_tasks), rho1)
-    lipschitz = smooth.lipschitz()
     coefs, n_iters, objectives = [], [], []
     W = None
     for rho2 in rho2_values:
         if rho2 < 0:
             raise ValueError(f"rho2 values must be non-negative, got {rho2}")
-        result = apg(smooth, L1Penalty(rho2), W, tol=tol, max_iter=max_iter, lipschitz=lipschitz)
+        result = apg_working_set(smooth, L1Penalty(rho2), W, tol=tol, max_iter=max_iter)
         W = result.coef
         coefs.append(W)
         n_iters.append(result.n_iter)

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from tumorchar.models.apg import L1Penalty, MultiTaskQuadratic, apg
+from tumorchar.models.apg import L1Penalty, MultiTaskQuadratic, apg_working_set
 
 
 def incidence_from_adjacency(adjacency) -> np.ndarray:
@@ -66,7 +66,7 @@ def task_coefficient_correlation(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return Wn.T @ Wn, informative
 
 
-def per_task_lasso(X, Y, rho, *, tol=1e-5, max_iter=3000) -> np.ndarray:
+def per_task_lasso(X, Y, rho, *, tol=1e-4, max_iter=500) -> np.ndarray:
     """Coefficients of the M independent Lasso problems sum_i 1/2||X_i w_i - y_i||^2 + rho||W||_1.
 
     X is an (n, d) array shared by the tasks or a list of M arrays; Y is (n, M).
@@ -74,7 +74,7 @@ def per_task_lasso(X, Y, rho, *, tol=1e-5, max_iter=3000) -> np.ndarray:
     Y = np.asarray(Y, dtype=float)
     targets = Y if not isinstance(X, list | tuple) else [Y[:, i] for i in range(Y.shape[1])]
     smooth = MultiTaskQuadratic(X, targets)
-    return apg(smooth, L1Penalty(rho), tol=tol, max_iter=max_iter, warn=False).coef
+    return apg_working_set(smooth, L1Penalty(rho), tol=tol, max_iter=max_iter, warn=False).coef
 
 
 def estimate_task_graph(X, Y, *, rho=None, threshold=0.85) -> np.ndarray:
