@@ -11,7 +11,9 @@ and the relative objective gap it reaches, against the time cvxpy + Clarabel tak
 same (centred) problem, with F* the lower of the two solvers' objectives after a very
 tight APG solve. cvxpy runs at d = 512 only unless --cvxpy-large is given (it takes many
 minutes at d = 4096 here). Then a 10-value rho2 path with warm starts, and peak memory
-(tracemalloc of our fit; the process's max RSS at the end).
+(tracemalloc of our fit; the process's max RSS at the end). Both solvers run with one BLAS
+thread by default (--blas-threads): Clarabel is single-threaded, and on this shared 2-core
+machine skinny matrix products are faster on one thread.
 
     /work/venv/bin/python benchmarks/bench_mtl.py [--cvxpy-large] [--skip-cvxpy]
 """
@@ -24,6 +26,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tumorchar.models import GraphSparseMTL
 from tumorchar.models.apg import L1Penalty, MultiTaskQuadratic, apg, graph_laplacian
@@ -167,7 +170,19 @@ def main():
     parser.add_argument("--cvxpy-large", action="store_true", help="also run cvxpy at d-large")
     parser.add_argument("--skip-cvxpy", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for both solvers (Clarabel is single-threaded); 1 by default",
+    )
     args = parser.parse_args()
+    print(f"BLAS threads: {args.blas_threads}")
+    with threadpool_limits(args.blas_threads):
+        run_all(args)
+
+
+def run_all(args):
 
     rows = []
     for per_task in (False, True):
