@@ -32,8 +32,10 @@ def quadratic(per_task, n=40, d=150, seed=0, mode="auto"):
 
 @pytest.mark.parametrize("per_task", [False, True])
 @pytest.mark.parametrize("rho", [2.0, 15.0])
-def test_working_sets_reach_the_full_solution(per_task, rho):
-    smooth = quadratic(per_task)
+@pytest.mark.parametrize("n", [40, 100], ids=["data-mode", "gram-mode"])
+def test_working_sets_reach_the_full_solution(per_task, rho, n):
+    smooth = quadratic(per_task, n=n)
+    assert smooth.mode == ("gram" if n == 100 else "data")
     full = apg(smooth, L1Penalty(rho), tol=1e-11, max_iter=50000)
     ws = apg_working_set(smooth, L1Penalty(rho), tol=1e-11, max_iter=50000, min_size=4)
     assert ws.converged

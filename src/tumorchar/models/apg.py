@@ -17,6 +17,7 @@ application of the map and one of its adjoint (or a single Gram product).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -219,6 +220,13 @@ class MultiTaskQuadratic:
         The graph term tr(W L W^T) = sum_j w_j L w_j^T separates over rows, so the
         restricted problem is the full one with the other features removed.
         """
+        if self.mode == "gram":  # slice the Gram matrices instead of recomputing them
+            sub = copy.copy(self)
+            sub.gram = [H[np.ix_(rows, rows)] for H in self.gram]
+            sub.linear = self.linear[rows]
+            sub.n_features = len(rows)
+            sub.X = None  # gram mode never touches the designs
+            return sub
         X = self.X[:, rows] if self.shared else [x[:, rows] for x in self.X]
         return MultiTaskQuadratic(X, self.Y, laplacian=self.L, rho1=self.rho1, psi=self.psi)
 
