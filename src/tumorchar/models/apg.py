@@ -70,17 +70,15 @@ class MultiTaskQuadratic:
         self.L = (
             np.zeros((self.n_tasks, self.n_tasks)) if laplacian is None else np.asarray(laplacian)
         )
-        self.has_graph = self.rho1 > 0 and np.any(self.L)
+        self.has_graph = bool(self.rho1 > 0 and np.any(self.L))
         self.mode = self._choose_mode(mode)
-        self.const = 0.5 * sum(float(np.dot(y.ravel(), y.ravel())) for y in self._targets())
+        targets = [self.Y] if self.shared else self.Y
+        self.const = 0.5 * sum(float(np.dot(y.ravel(), y.ravel())) for y in targets)  # 1/2||Y||^2
         self.linear = self.data_adjoint(self.Y)  # B = A^T Y, (d, M)
         if self.mode == "gram":
             self._build_gram()
 
     # ----- sample-space operators -------------------------------------------------------
-    def _targets(self):
-        return [self.Y] if self.shared else self.Y
-
     def _choose_mode(self, mode):
         if mode != "auto":
             if mode not in ("data", "gram"):
