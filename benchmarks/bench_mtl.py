@@ -92,25 +92,26 @@ def solve_cvxpy(Xc, Yc, S):
     return time.perf_counter() - start, W.value
 
 
-def timed_fit(X, Y, S):
+def timed_fit(X, Y, S, intercept):
     tracemalloc.start()
     start = time.perf_counter()
-    est = GraphSparseMTL(rho1=RHO1, rho2=RHO2, graph=S, fit_intercept=True).fit(X, Y)
+    est = GraphSparseMTL(rho1=RHO1, rho2=RHO2, graph=S, fit_intercept=intercept).fit(X, Y)
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return seconds, est, peak
 
 
-def run_case(n, d, m, per_task, run_cvxpy, seed):
+def run_case(n, d, m, per_task, run_cvxpy, seed, intercept=True):
     label = f"{'per-task' if per_task else 'shared'} X, n={n}, d={d}, M={m}"
+    label += "" if intercept else " (no intercept, raw features)"
     X, Y = make_problem(n, d, m, per_task, seed)
-    Xc, Yc = centred(X, Y)
+    Xc, Yc = centred(X, Y) if intercept else (X, Y)
     start = time.perf_counter()
     S_estimated = estimate_task_graph(Xc, Yc)
     graph_s = time.perf_counter() - start
     S = incidence_from_adjacency(np.ones((m, m), dtype=bool))  # complete graph: all coupled
-    ours_s, est, peak = timed_fit(X, Y, S)
+    ours_s, est, peak = timed_fit(X, Y, S, intercept)
     F_ours = objective(Xc, Yc, S, est.coef_)
     F_star = tight_optimum(Xc, Yc, S)
     row = {"case": label, "edges": S_estimated.shape[1], "graph_s": graph_s, "ours_s": ours_s}
@@ -172,6 +173,11 @@ def main():
     parser.add_argument("--skip-cvxpy", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--no-intercept",
+        action="store_true",
+        help="fit without intercepts on the raw non-negative features (ill-conditioned)",
+    )
+    parser.add_argument(
         "--blas-threads",
         type=int,
         default=1,
@@ -189,7 +195,9 @@ def run_all(args):
     for per_task in (False, True):
         for d in (args.d_small, args.d_large):
             run_cvxpy = not args.skip_cvxpy and (d == args.d_small or args.cvxpy_large)
-            rows.append(run_case(args.n, d, args.m, per_task, run_cvxpy, args.seed))
+            rows.append(
+                run_case(args.n, d, args.m, per_task, run_cvxpy, args.seed, not args.no_intercept)
+            )
             print_row(rows[-1])
     for per_task in (False, True):
         small, large = [r for r in rows if r["case"].startswith("per-task" if per_task else "sh")]
