@@ -174,9 +174,7 @@ def run_e1(
             else:
                 model.fit(X_train, malignancy[fold.train])
                 predicted = np.asarray(model.predict(X_test)).ravel()
-            metrics = regression_metrics(
-                malignancy[fold.test], predicted, data.labels[fold.test]
-            )
+            metrics = regression_metrics(malignancy[fold.test], predicted, data.labels[fold.test])
             log.add_metrics(method.name, fold.index, metrics, method.paper_row)
             log.add_predictions(
                 method.name,

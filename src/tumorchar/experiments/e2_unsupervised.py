@@ -110,7 +110,12 @@ def run_unsupervised(
                 metrics = classification_metrics(labels[fold.test], predicted, score)
                 log.add_metrics(method, fold.index, metrics, paper_row)
                 log.add_predictions(
-                    method, fold.index, data.case_ids[fold.test], labels[fold.test], score, predicted
+                    method,
+                    fold.index,
+                    data.case_ids[fold.test],
+                    labels[fold.test],
+                    score,
+                    predicted,
                 )
     return log
 

@@ -43,12 +43,12 @@ class ClassData:
             raise ValueError("naming_hint must have one value per case")
 
 
-def build_classifier(name: str, oversample: bool, seed: int):
+def build_classifier(name: str, oversample: bool, seed: int, rf_trees: int = 100):
     """Standardize → (ADASYN) → linear SVM or random forest, as one pipeline."""
     if name == "SVM":
         classifier = LinearSVC(C=1.0, max_iter=10_000, random_state=seed)
     elif name == "RF":
-        classifier = RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed)
+        classifier = RandomForestClassifier(n_estimators=rf_trees, n_jobs=1, random_state=seed)
     else:
         raise ValueError(f"unknown classifier {name!r}; use 'SVM' or 'RF'")
     if not oversample:
@@ -95,6 +95,7 @@ def run_e4(
     oversample: bool = False,
     seed: int = 0,
     feature_label: Mapping[str, str] | None = None,
+    rf_trees: int = 100,
     on_step: Callable[[str], None] | None = None,
 ) -> ResultLog:
     """Cross-validate SVM and RF on each available feature of `FEATURES`.
@@ -113,13 +114,18 @@ def run_e4(
                 method = f"{display}{tag} + {classifier}"
                 if on_step:
                     on_step(f"E4 {log.dataset} fold {fold.index + 1}/{len(folds)}: {method}")
-                model = build_classifier(classifier, oversample, seed + fold.index)
+                model = build_classifier(classifier, oversample, seed + fold.index, rf_trees)
                 model.fit(X_train, labels[fold.train])
                 predicted = model.predict(X_test)
                 score = classifier_score(model, X_test)
                 metrics = classification_metrics(labels[fold.test], predicted, score)
                 log.add_metrics(method, fold.index, metrics, f"{display} + {classifier}")
                 log.add_predictions(
-                    method, fold.index, data.case_ids[fold.test], labels[fold.test], score, predicted
+                    method,
+                    fold.index,
+                    data.case_ids[fold.test],
+                    labels[fold.test],
+                    score,
+                    predicted,
                 )
     return log
