@@ -25,66 +25,63 @@ from tumorchar.experiments.results import ResultLog
 
 # display name → (classifier trained after clustering, paper's row)
 METHODS = {
-    "Clustering": (None, "Clustering"),
+    "Clustering": ("cluster", "Clustering"),
     "Clustering + SVM": ("svm", "Clustering + SVM"),
     "Clustering + RF": ("rf", "Clustering + RF"),
     "Clustering + ∝SVM (proposed)": ("psvm", "Proposed"),
 }
 NAMINGS = {
-    "label-free": "",
+    "label_free": "",
     "labels": " [paper protocol: clusters named with training labels]",
 }
 
 
 def fit_predict_unsupervised(
-    classifier: str | None,
+    classifier: str,
     naming: str,
     X_train: np.ndarray,
     X_test: np.ndarray,
-    y_train: np.ndarray,
+    y_train: np.ndarray | None,
     hint_train: np.ndarray | None,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fit the unsupervised pipeline of `tumorchar.models.unsupervised` on the training fold
-    and return (predicted labels, positive-class score or None) for the test fold.
+    rf_trees: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit `tumorchar.models.unsupervised.UnsupervisedClassifier` on the training fold and
+    return (predicted labels, malignancy score) for the test fold.
 
     ``y_train`` reaches the pipeline only with ``naming="labels"`` (the paper's protocol)."""
     from tumorchar.models.unsupervised import UnsupervisedClassifier
 
     model = UnsupervisedClassifier(
-        classifier=classifier,
-        naming="labels" if naming == "labels" else "hint",
-        random_state=seed,
+        method=classifier, naming=naming, n_estimators=rf_trees, random_state=seed
     )
     if naming == "labels":
         model.fit(X_train, y=y_train)
     else:
         if hint_train is None:
             raise ValueError("label-free cluster naming needs a naming hint per case")
-        model.fit(X_train, hint=hint_train)
-    predicted = np.asarray(model.predict(X_test), int)
-    score = None
-    if hasattr(model, "decision_function"):
-        score = np.asarray(model.decision_function(X_test), float)
-    return predicted, score
+        model.fit(X_train, naming_score=hint_train)
+    score = np.asarray(model.decision_function(X_test), float)
+    return np.asarray(model.predict(X_test), int), score
 
 
 def run_unsupervised(
     experiment: str,
     data: ClassData,
     features: Mapping[str, object],
-    methods: Mapping[str, tuple[str, str | None, str]],
+    methods: Mapping[str, tuple[str, str, str]],
     folds: list[Fold],
     log: ResultLog,
-    namings: tuple[str, ...] = ("label-free", "labels"),
+    namings: tuple[str, ...] = ("label_free", "labels"),
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
+    rf_trees: int = 100,
 ) -> ResultLog:
     """Cross-validate ``methods`` (display name → (feature key, classifier, paper row)) for
     every naming rule; metrics and predictions go into ``log``."""
     labels = np.asarray(data.labels, int)
-    if "label-free" in namings and data.naming_hint is None:
-        namings = tuple(n for n in namings if n != "label-free")
+    if "label_free" in namings and data.naming_hint is None:
+        namings = tuple(n for n in namings if n != "label_free")
     for fold in folds:
         splits = {}
         for name, (feature, classifier, paper_row) in methods.items():
@@ -106,6 +103,7 @@ def run_unsupervised(
                     labels[fold.train] if naming == "labels" else None,
                     hint,
                     seed + fold.index,
+                    rf_trees,
                 )
                 metrics = classification_metrics(labels[fold.test], predicted, score)
                 log.add_metrics(method, fold.index, metrics, paper_row)
@@ -125,12 +123,13 @@ def run_e2(
     gist_features,
     folds: list[Fold],
     log: ResultLog,
-    namings: tuple[str, ...] = ("label-free", "labels"),
+    namings: tuple[str, ...] = ("label_free", "labels"),
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
+    rf_trees: int = 100,
 ) -> ResultLog:
     """Table III on GIST features (an (n, 512) array)."""
     methods = {name: ("gist", clf, row) for name, (clf, row) in METHODS.items()}
     return run_unsupervised(
-        "E2", data, {"gist": gist_features}, methods, folds, log, namings, seed, on_step
+        "E2", data, {"gist": gist_features}, methods, folds, log, namings, seed, on_step, rf_trees
     )

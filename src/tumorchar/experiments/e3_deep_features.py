@@ -29,12 +29,12 @@ def run_e3(
     folds: list[Fold],
     log: ResultLog,
     weights_label: str = "imagenet",
-    namings: tuple[str, ...] = ("label-free", "labels"),
+    namings: tuple[str, ...] = ("label_free", "labels"),
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
 ) -> ResultLog:
     """Clustering on each available VGG layer of `LAYERS` (keys of ``vgg_features`` as
     returned by `tumorchar.features.vgg.extract_vgg`)."""
     tag = "" if weights_label == "imagenet" else f" ({weights_label})"
-    methods = {f"{name}{tag}": (key, None, name) for name, key in LAYERS.items()}
+    methods = {f"{name}{tag}": (key, "cluster", name) for name, key in LAYERS.items()}
     return run_unsupervised("E3", data, vgg_features, methods, folds, log, namings, seed, on_step)
