@@ -36,7 +36,7 @@ def class_like():
     n = 90
     labels = (rng.random(n) < 0.3).astype(int)
     X = rng.normal(size=(n, 20))
-    X[:, :3] += 2.0 * labels[:, None]
+    X[:, :6] += 2.5 * labels[:, None]
     data = ClassData(
         case_ids=np.array([f"C{i:03d}" for i in range(n)]),
         labels=labels,
