@@ -216,20 +216,30 @@ def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: Stage
     return out
 
 
+DEFAULT_MRI_CASES = 171  # the paper's cohort size (38 normal, 133 IPMN)
+
+
 def build_mri_store(settings: ReproduceSettings, clock: StageClock) -> Path:
+    """The MRI patch store: from ``settings.mri_dir`` (images in ``images/`` or the folder
+    itself, plus ``rois.csv`` and ``labels.csv``), or from the synthetic generator."""
     out = settings.out / "patches" / "mri"
     with clock.stage(f"patches: MRI ({settings.mri})"):
         if settings.mri == "dir":
             source = Path(settings.mri_dir)
-            args = ["patches", "mri", "--images", str(source / "images")]
-            args += ["--rois", str(source / "rois.csv"), "--labels", str(source / "labels.csv")]
-            _invoke(args + ["--out", str(out)])
         else:
-            raw = settings.out / "synthetic-mri"
-            args = ["patches", "mri-synthetic", "--out", str(out), "--raw", str(raw)]
-            if settings.mri_cases:
-                args += ["--n-cases", str(settings.mri_cases)]
-            _invoke(args + ["--seed", str(settings.seed)])
+            source = settings.out / "synthetic-mri"
+            n_cases = settings.mri_cases or DEFAULT_MRI_CASES
+            key = settings.key("synthetic-mri", n_cases, settings.seed)
+            if _read_key(source / "reproduce.json") != key:
+                args = ["patches", "synthetic-mri", "--out", str(source)]
+                _invoke(args + ["--n-cases", str(n_cases), "--seed", str(settings.seed)])
+                _write_json(source / "reproduce.json", {"key": key})
+        images = source / "images" if (source / "images").is_dir() else source
+        for name in ("rois.csv", "labels.csv"):
+            if not (source / name).is_file():
+                raise FileNotFoundError(f"MRI folder {source} has no {name}")
+        args = ["patches", "mri", "--images", str(images), "--rois", str(source / "rois.csv")]
+        _invoke(args + ["--labels", str(source / "labels.csv"), "--out", str(out)])
     return out
 
 
