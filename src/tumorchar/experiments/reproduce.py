@@ -144,17 +144,21 @@ def cached_arrays(
 # --- stages 1–2: cohort and patch stores -----------------------------------------------------
 
 
-def _invoke(args: list[str]) -> None:
-    """Run a `tumorchar` command in-process (its own caching and progress bars apply)."""
+def _invoke(args: list[str], partial_ok: bool = False) -> None:
+    """Run a `tumorchar` command in-process (its own caching and progress bars apply).
+
+    With ``partial_ok`` an exit code of 1 (a batch that wrote its store but listed failed
+    cases) lets the run go on; the store's own failure list ends up in run.json."""
     import click
 
     from tumorchar.cli import app
 
     try:
-        app(args, standalone_mode=False)
+        code = app(args, standalone_mode=False)
     except click.exceptions.Exit as exc:
-        if exc.exit_code:
-            raise RuntimeError(f"`tumorchar {' '.join(args)}` failed") from exc
+        code = exc.exit_code
+    if code and not (partial_ok and code == 1):
+        raise RuntimeError(f"`tumorchar {' '.join(args)}` failed (exit code {code})")
 
 
 def stratified_subset(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -199,7 +203,10 @@ def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: Stage
     out = settings.out / "patches" / "lung"
     with clock.stage(f"patches: lung ({settings.lung})"):
         if settings.lung == "phantom":
-            _invoke(["patches", "phantom", "--cohort", str(cohort_dir), "--out", str(out)])
+            _invoke(
+                ["patches", "phantom", "--cohort", str(cohort_dir), "--out", str(out)],
+                partial_ok=True,
+            )
         else:
             _invoke(
                 [
@@ -211,7 +218,8 @@ def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: Stage
                     str(settings.lidc_dir),
                     "--out",
                     str(out),
-                ]
+                ],
+                partial_ok=True,
             )
     return out
 
@@ -239,7 +247,7 @@ def build_mri_store(settings: ReproduceSettings, clock: StageClock) -> Path:
             if not (source / name).is_file():
                 raise FileNotFoundError(f"MRI folder {source} has no {name}")
         args = ["patches", "mri", "--images", str(images), "--rois", str(source / "rois.csv")]
-        _invoke(args + ["--labels", str(source / "labels.csv"), "--out", str(out)])
+        _invoke(args + ["--labels", str(source / "labels.csv"), "--out", str(out)], True)
     return out
 
 
@@ -623,7 +631,6 @@ def reproduce(settings: ReproduceSettings, console=None) -> Path:
     weights: dict[str, str] = {}
     progress = _progress_printer(console)
     lung_store = mri_store = None
-    failures: list[str] = []
     if settings.lung != "none":
         cohort_dir = build_cohort(settings, clock)
         lung_store = run_lung(settings, cohort_dir, clock, progress, weights, frames)
@@ -637,14 +644,12 @@ def reproduce(settings: ReproduceSettings, console=None) -> Path:
         combine([p for _, p in frames["results"]], PREDICTION_COLUMNS),
         settings.out / "predictions.parquet",
     )
-    _write_json(
-        settings.out / "run.json", _run_record(settings, lung_store, mri_store, weights, failures)
-    )
+    _write_json(settings.out / "run.json", _run_record(settings, lung_store, mri_store, weights))
     md_path, _ = build_report(settings.out)
     return md_path
 
 
-def _run_record(settings, lung_store, mri_store, weights, failures) -> dict:
+def _run_record(settings, lung_store, mri_store, weights) -> dict:
     phantom = lung_store is not None and lung_store.is_phantom
     synthetic_mri = settings.mri == "synthetic"
     real = (lung_store is not None and not phantom) or settings.mri == "dir"
@@ -658,6 +663,12 @@ def _run_record(settings, lung_store, mri_store, weights, failures) -> dict:
         notes.append("The MRI rows come from the synthetic pancreas-MRI generator, not patients.")
     if settings.max_cases:
         notes.append(f"Subset: at most {settings.max_cases} lung nodules (stratified).")
+    for name, store in (("lung", lung_store), ("MRI", mri_store)):
+        if store is not None and store.failures:
+            notes.append(
+                f"{len(store.failures)} {name} case(s) failed and are left out "
+                "(listed in run.json)."
+            )
     return {
         "data_source": source,
         "lung_source": (
@@ -672,7 +683,11 @@ def _run_record(settings, lung_store, mri_store, weights, failures) -> dict:
         "weights": weights,
         "settings": {k: str(v) for k, v in asdict(replace(settings, out=Path("."))).items()},
         "notes": notes,
-        "failures": failures,
+        "failures": {
+            name: store.failures
+            for name, store in (("lung", lung_store), ("mri", mri_store))
+            if store is not None and store.failures
+        },
     }
 
 
