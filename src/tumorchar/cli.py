@@ -95,6 +95,9 @@ def reproduce(
         None, "--vgg-weights", help="ImageNet VGG16 state dict; else random init."
     ),
     rf_trees: int = typer.Option(100, "--rf-trees", min=1, help="Trees of the random forests."),
+    psvm_restarts: int = typer.Option(
+        10, "--psvm-restarts", min=1, help="Random restarts of each ∝SVM fit."
+    ),
 ) -> None:
     """Reproduce the paper's experiments E1–E4: cohort → patches → features → report."""
     from rich.console import Console
@@ -131,6 +134,7 @@ def reproduce(
         c3d_weights=c3d_weights,
         vgg_weights=vgg_weights,
         rf_trees=rf_trees,
+        psvm_restarts=psvm_restarts,
         seed=seed,
     )
     try:

@@ -102,6 +102,10 @@ def _graph_sparse_mtl(psi_train=None, rho1=1.0, rho2=10.0):
     )
 
 
+def _graph_sparse_mtl_without_psi(_psi=None):
+    return _graph_sparse_mtl(None)
+
+
 def _trace_norm_mtl(_psi=None, rho=10.0):
     from tumorchar.models import TraceNormMTL
 
@@ -109,7 +113,9 @@ def _trace_norm_mtl(_psi=None, rho=10.0):
 
 
 def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
-    """Table II's eight methods plus the size-only and six-attribute reference rows.
+    """Table II's eight methods, the proposed model without the Eq. 5 term Ψ (which is known
+    for training cases only: the model is applied without it), and the size-only and
+    six-attribute reference rows.
 
     ``c3d_label`` names the C3D weights before fine-tuning: "Sports-1M" with the public
     weights file, otherwise "random-init" (the network at its seeded initialization)."""
@@ -135,6 +141,12 @@ def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
             _graph_sparse_mtl,
             multitask=True,
             paper_row="Proposed",
+        ),
+        E1Method(
+            f"{fine} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
+            "c3d_finetuned",
+            _graph_sparse_mtl_without_psi,
+            multitask=True,
         ),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", _linear),
         E1Method("Reference: radiologists' six mean attributes + linear", "attributes", _linear),

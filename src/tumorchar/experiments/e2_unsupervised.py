@@ -45,6 +45,7 @@ def fit_predict_unsupervised(
     hint_train: np.ndarray | None,
     seed: int,
     rf_trees: int = 100,
+    psvm_restarts: int = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit `tumorchar.models.unsupervised.UnsupervisedClassifier` on the training fold and
     return (predicted labels, malignancy score) for the test fold.
@@ -53,7 +54,11 @@ def fit_predict_unsupervised(
     from tumorchar.models.unsupervised import UnsupervisedClassifier
 
     model = UnsupervisedClassifier(
-        method=classifier, naming=naming, n_estimators=rf_trees, random_state=seed
+        method=classifier,
+        naming=naming,
+        n_estimators=rf_trees,
+        n_restarts=psvm_restarts,
+        random_state=seed,
     )
     if naming == "labels":
         model.fit(X_train, y=y_train)
@@ -76,6 +81,7 @@ def run_unsupervised(
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
     rf_trees: int = 100,
+    psvm_restarts: int = 10,
 ) -> ResultLog:
     """Cross-validate ``methods`` (display name → (feature key, classifier, paper row)) for
     every naming rule; metrics and predictions go into ``log``."""
@@ -104,6 +110,7 @@ def run_unsupervised(
                     hint,
                     seed + fold.index,
                     rf_trees,
+                    psvm_restarts,
                 )
                 metrics = classification_metrics(labels[fold.test], predicted, score)
                 log.add_metrics(method, fold.index, metrics, paper_row)
@@ -127,9 +134,20 @@ def run_e2(
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
     rf_trees: int = 100,
+    psvm_restarts: int = 10,
 ) -> ResultLog:
     """Table III on GIST features (an (n, 512) array)."""
     methods = {name: ("gist", clf, row) for name, (clf, row) in METHODS.items()}
     return run_unsupervised(
-        "E2", data, {"gist": gist_features}, methods, folds, log, namings, seed, on_step, rf_trees
+        "E2",
+        data,
+        {"gist": gist_features},
+        methods,
+        folds,
+        log,
+        namings,
+        seed,
+        on_step,
+        rf_trees,
+        psvm_restarts,
     )

@@ -94,13 +94,19 @@ def _inline_html(text: str) -> str:
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def _format(summary, percent: bool, digits: int) -> str:
+METRIC_RANGES = {"mean_abs_diff": (0.0, 4.0)}  # scores live on 1–5; others are rates in [0, 1]
+
+
+def _format(summary, percent: bool, digits: int, bounds=(0.0, 1.0)) -> str:
+    """ "mean [low, high]"; the t-interval is clipped to the metric's range, since with few
+    folds it can reach past it (e.g. an accuracy interval above 100 %)."""
     if summary.n == 0:
         return "–"
     scale = 100.0 if percent else 1.0
     text = f"{summary.mean * scale:.{digits}f}"
-    if summary.n > 1:
-        low, high = summary.ci_low * scale, summary.ci_high * scale
+    if summary.n > 1 and np.isfinite(summary.ci_low):
+        low = max(summary.ci_low, bounds[0]) * scale
+        high = min(summary.ci_high, bounds[1]) * scale
         text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     return text
 
@@ -126,7 +132,9 @@ def method_table(results: pd.DataFrame, experiment: str, dataset: str) -> pd.Dat
 
 def _metric_cell(table, method, metric, percent, digits):
     value = table.loc[method, metric] if metric in table.columns else None
-    return _format(value, percent, digits) if isinstance(value, Summary) else "–"
+    if not isinstance(value, Summary):
+        return "–"
+    return _format(value, percent, digits, METRIC_RANGES.get(metric, (0.0, 1.0)))
 
 
 def e1_table(results: pd.DataFrame, dataset: str = "lung") -> Table:
@@ -301,13 +309,14 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
         for i, metric in enumerate(PERCENT_METRICS):
             values = [100 * means.loc[m, metric] for m in layers]
             ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=metric)
-        ax.set_xticks(x, [_short(m) for m in layers], fontsize=8)
-        ax.set_ylim(0, 100)
+        tags = sorted({m[m.index(" (") :] for m in layers if " (" in m})
+        names = [m.split(" (")[0] for m in layers]
+        ax.set_xticks(x, names, fontsize=8)
         ax.set_ylabel("%")
-        ax.set_title(
-            f"{DATASET_TITLES.get(dataset, dataset)}: clustering on VGG features", fontsize=9
-        )
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, 112)
+        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on VGG features"
+        ax.set_title(title + "".join(tags), fontsize=9)
+        ax.legend(fontsize=8, loc="upper left", ncols=3)
     _save(fig, path)
     plt.close(fig)
     return True
@@ -359,7 +368,8 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     blocks.append(
         f"Reproduction of the experiments of {paper.CITATION} (E1–E4, Table I). "
         "Each table gives the mean over the test folds and a 95 % Student-t confidence "
-        "interval across folds; the paper's published numbers are printed beside ours."
+        "interval across folds (clipped to the metric's range); the paper's published numbers "
+        "are printed beside ours."
     )
     protocol = run.get("protocol", {})
     if protocol:

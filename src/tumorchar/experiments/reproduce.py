@@ -69,6 +69,7 @@ class ReproduceSettings:
     vgg_weights: Path | None = None  # torchvision VGG16 state dict; None → random init
     vgg_batch_size: int = 16
     rf_trees: int = 100
+    psvm_restarts: int = 10
     seed: int = 0
 
     def key(self, *parts) -> str:
@@ -149,30 +150,30 @@ def _invoke(args: list[str], partial_ok: bool = False) -> None:
 
     With ``partial_ok`` an exit code of 1 (a batch that wrote its store but listed failed
     cases) lets the run go on; the store's own failure list ends up in run.json."""
-    import click
+    import typer
 
     from tumorchar.cli import app
 
     try:
-        code = app(args, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        code = app(args, standalone_mode=False)  # returns the exit code of typer.Exit
+    except typer.Exit as exc:
         code = exc.exit_code
     if code and not (partial_ok and code == 1):
         raise RuntimeError(f"`tumorchar {' '.join(args)}` failed (exit code {code})")
 
 
-def stratified_subset(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most ``n`` benign/malignant nodules, the class shares kept, whole patients drawn."""
+def evaluation_table(table: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """The nodules the experiments use: benign or malignant (mean malignancy ≠ 3, as in the
+    paper); with ``n``, at most ``n`` of them, class shares kept, whole patients drawn."""
     usable = table[table["label"].isin(list(LUNG_LABELS))]
-    if n >= len(usable):
+    if n is None or n >= len(usable):
         return usable
     rng = np.random.default_rng(seed)
     picked = []
     for _, part in usable.groupby("label"):
         quota = round(n * len(part) / len(usable))
-        patients = rng.permutation(part["patient_id"].unique())
         chosen = []
-        for patient in patients:
+        for patient in rng.permutation(part["patient_id"].unique()):
             if len(chosen) >= quota:
                 break
             chosen.extend(part.index[part["patient_id"] == patient][: quota - len(chosen)])
@@ -181,22 +182,27 @@ def stratified_subset(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def build_cohort(settings: ReproduceSettings, clock: StageClock) -> Path:
-    out = settings.out / "cohort"
-    with clock.stage("cohort"):
-        _invoke(["cohort", "--out", str(out)])
-    if settings.max_cases is None:
-        return out
+    """The full LIDC cohort (`tumorchar cohort`), then the evaluation cohort folder holding
+    only the benign and malignant nodules (optionally a stratified subset), so that patches
+    and features are made for the cases the experiments use."""
     from tumorchar.data.cohort_store import load_cohort, write_cohort
 
-    subset_dir = settings.out / "cohort-subset"
-    cohort = load_cohort(out)
-    table = stratified_subset(cohort.table, settings.max_cases, settings.seed)
-    key = settings.key("subset", settings.max_cases, settings.seed, table["nodule_id"].tolist())
-    if _read_key(subset_dir / "subset.json") != key:
-        masks = {nodule: cohort.mask(nodule) for nodule in table["nodule_id"]}
-        write_cohort(table.reset_index(drop=True), masks, subset_dir)
-        _write_json(subset_dir / "subset.json", {"key": key, "n": len(table)})
-    return subset_dir
+    full = settings.out / "cohort"
+    with clock.stage("cohort") as state:
+        _invoke(["cohort", "--out", str(full)])
+        evaluation = settings.out / "cohort-eval"
+        cohort = load_cohort(full)
+        table = evaluation_table(cohort.table, settings.max_cases, settings.seed)
+        key = settings.key(
+            "cohort-eval", settings.max_cases, settings.seed, table["nodule_id"].tolist()
+        )
+        if _read_key(evaluation / "evaluation.json") == key:
+            state["cached"] = True
+        else:
+            masks = {nodule: cohort.mask(nodule) for nodule in table["nodule_id"]}
+            write_cohort(table.reset_index(drop=True), masks, evaluation)
+            _write_json(evaluation / "evaluation.json", {"key": key, "n": len(table)})
+    return evaluation
 
 
 def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: StageClock) -> Path:
@@ -261,43 +267,68 @@ def _slices(store, case_ids) -> np.ndarray | list[np.ndarray]:
         return [store.load(case_id).slice2d for case_id in case_ids]
 
 
+def _window(store) -> tuple[dict, str]:
+    """CT stores keep the extractors' HU window; MRI slices get a per-slice window."""
+    if store.source == "mri":
+        return {"intensity_window": None}, "per-slice"
+    return {}, "ct-default"
+
+
+def _aligned(outputs: dict, case_ids: list[str]) -> dict[str, np.ndarray]:
+    """Rows of each `FeatureSet` in the order of ``case_ids`` (all must be present)."""
+    aligned = {}
+    for name, feature_set in outputs.items():
+        row = {case_id: i for i, case_id in enumerate(feature_set.case_ids)}
+        missing = [c for c in case_ids if c not in row]
+        if missing:
+            raise ValueError(f"{name}: no features for case(s) {', '.join(missing[:5])}")
+        aligned[name] = feature_set.values[[row[c] for c in case_ids]]
+    return aligned
+
+
 def gist_features(settings, store, case_ids, clock, dataset: str) -> np.ndarray:
     from tumorchar.features.gist import gist
+    from tumorchar.features.store import FeatureStore
 
-    key = settings.key("gist", store.content_hash, case_ids)
+    feature_settings = {
+        "image_size": 128,
+        "orientations": [8, 8, 8, 8],
+        "n_blocks": 4,
+        "fc_prefilt": 4.0,
+        "algorithm": "LMgist",
+    }
     with clock.stage(f"features: GIST ({dataset})") as state:
-        arrays = cached_arrays(
-            settings.out / "features",
-            f"gist_{dataset}",
-            key,
-            lambda: {"gist": gist(_slices(store, case_ids))},
-            state,
+        features = FeatureStore(settings.out / "features")
+        state["cached"] = features.load("gist", feature_settings, store) is not None
+        outputs = features.get_or_compute_outputs(
+            "gist", feature_settings, store, lambda ids: gist(_slices(store, ids)), 64
         )
-    return arrays["gist"]
+    return next(iter(_aligned(outputs, case_ids).values()))
 
 
 def vgg_features(settings, store, case_ids, clock, dataset: str) -> tuple[dict, str]:
+    """fc7, fc7_relu, fc8, fc8_relu of the central slices, and the weights label."""
+    from tumorchar.features.store import FeatureStore
     from tumorchar.features.vgg import extract_vgg, load_vgg16
 
-    window = None if dataset == "mri" else "ct"
-    weights = None if settings.vgg_weights is None else str(settings.vgg_weights)
-    key = settings.key("vgg", weights, store.content_hash, case_ids, settings.seed, window)
-    label_holder = {}
+    model, label = load_vgg16(settings.vgg_weights, allow_random_init=True, seed=settings.seed)
+    window_kw, window = _window(store)
+    feature_settings = {
+        "weights": label,
+        "seed": settings.seed,
+        "intensity_window": window,
+        "weights_file": str(settings.vgg_weights or ""),
+    }
+    extractor = "vgg16" if label != "random-init" else "vgg16-random-init"
 
-    def compute():
-        model, label = load_vgg16(weights, allow_random_init=True, seed=settings.seed)
-        label_holder["label"] = label
-        kwargs = {"batch_size": settings.vgg_batch_size}
-        if window is None:
-            kwargs["intensity_window"] = None
-        features = extract_vgg(model, _slices(store, case_ids), **kwargs)
-        features["weights_label"] = np.array(label)
-        return features
+    def compute(ids):
+        return extract_vgg(model, _slices(store, ids), settings.vgg_batch_size, **window_kw)
 
     with clock.stage(f"features: VGG16 fc7/fc8 ({dataset})") as state:
-        arrays = cached_arrays(settings.out / "features", f"vgg_{dataset}", key, compute, state)
-    label = str(arrays.pop("weights_label"))
-    return arrays, label
+        features = FeatureStore(settings.out / "features")
+        state["cached"] = features.load(extractor, feature_settings, store) is not None
+        outputs = features.get_or_compute_outputs(extractor, feature_settings, store, compute, 32)
+    return _aligned(outputs, case_ids), label
 
 
 def _c3d_model(settings, n_tasks: int):
@@ -310,30 +341,41 @@ def _c3d_model(settings, n_tasks: int):
     return model, "random-init"
 
 
-def c3d_pretrained_features(settings, volumes, store_hash, case_ids, clock) -> tuple:
+def c3d_pretrained_features(settings, store, case_ids, clock) -> tuple[np.ndarray, str]:
+    """fc6 of C3D before fine-tuning (Sports-1M weights, or the seeded initialization)."""
     from tumorchar.features import c3d
+    from tumorchar.features.store import FeatureStore
 
-    weights = None if settings.c3d_weights is None else str(settings.c3d_weights)
-    key = settings.key("c3d-pre", settings.c3d_preset, weights, store_hash, case_ids, settings.seed)
-    label = "Sports-1M" if settings.c3d_weights is not None else "random-init"
+    model, label = _c3d_model(settings, len(TASKS))
+    feature_settings = {
+        "preset": settings.c3d_preset,
+        "weights": label,
+        "seed": settings.seed,
+        "weights_file": str(settings.c3d_weights or ""),
+    }
+    suffix = "" if label == "Sports-1M" else "-random-init"
+    extractor = f"c3d-{settings.c3d_preset}{suffix}"
     with clock.stage(f"features: C3D fc6, {label} (lung)") as state:
-        arrays = cached_arrays(
-            settings.out / "features",
-            "c3d_pretrained_lung",
-            key,
-            lambda: {"fc6": c3d.extract_fc6(_c3d_model(settings, len(TASKS))[0], volumes)},
-            state,
+        features = FeatureStore(settings.out / "features")
+        state["cached"] = features.load(extractor, feature_settings, store) is not None
+        outputs = features.get_or_compute_outputs(
+            extractor,
+            feature_settings,
+            store,
+            lambda ids: c3d.extract_fc6(model, store.volumes(ids)),
+            64,
         )
-    return arrays["fc6"], label
+    return next(iter(_aligned(outputs, case_ids).values())), label
 
 
-def c3d_finetuned_features(settings, volumes, scores, store_hash, case_ids, clock):
+def c3d_finetuned_features(settings, store, case_ids, scores, clock) -> FoldFeatures:
     """`FoldFeatures` that fine-tune C3D on the training fold's volumes and 7 mean scores
     (binary at the mid-point pivot, as in the paper) and extract fc6 of both sides; each fold
     is cached on its own, keyed by its training cases."""
     from tumorchar.features import c3d
 
     weights = None if settings.c3d_weights is None else str(settings.c3d_weights)
+    volumes: list[np.ndarray] = []
 
     def compute(fold: Fold):
         train_ids = [case_ids[i] for i in fold.train]
@@ -342,17 +384,19 @@ def c3d_finetuned_features(settings, volumes, scores, store_hash, case_ids, cloc
             settings.c3d_preset,
             settings.c3d_epochs,
             weights,
-            store_hash,
+            store.content_hash,
             train_ids,
             case_ids,
             settings.seed,
         )
 
         def run():
+            if not volumes:  # loaded once, on the first fold that is not cached
+                volumes.extend(store.load(case_id).volume for case_id in case_ids)
             model, _ = _c3d_model(settings, len(TASKS))
             c3d.finetune(
                 model,
-                volumes[fold.train],
+                [volumes[i] for i in fold.train],
                 scores[fold.train],
                 mode="binary",
                 epochs=settings.c3d_epochs,
@@ -381,29 +425,25 @@ def lung_cases(store, cohort_dir: Path) -> pd.DataFrame:
     return index.reset_index(drop=True)
 
 
-def lung_naming_hint(store, case_ids) -> np.ndarray:
-    """Label-free prior for naming the clusters: size × density. Equivalent diameter (mm) ×
-    mean attenuation inside the nodule relative to air, (HU + 1000) / 1000: larger, denser
-    nodules are more often malignant."""
-    index = store.index.set_index("case_id").loc[case_ids]
-    density = np.empty(len(case_ids))
-    for i, case_id in enumerate(case_ids):
-        patch = store.load(case_id)
-        inside = patch.volume[patch.mask] if patch.mask.any() else patch.volume
-        density[i] = (float(inside.mean()) + 1000.0) / 1000.0
-    return index["equivalent_diameter_mm"].to_numpy(float) * np.clip(density, 0.0, None)
+def naming_scores(store, case_ids, with_size: bool) -> np.ndarray:
+    """Label-free cluster-naming prior (`size_density_score`, docs/architecture.md) on the
+    central slices and their masks: lung nodules, equivalent diameter × density; MRI, the
+    T2 brightness of the ROI (IPMN cysts hold fluid)."""
+    from tumorchar.models.unsupervised import size_density_score
 
-
-def mri_naming_hint(store, case_ids) -> np.ndarray:
-    """Label-free prior for MRI: T2 brightness of the ROI's pancreas mask relative to the
-    whole ROI (IPMN cysts hold fluid and are T2-hyperintense)."""
-    hint = np.empty(len(case_ids))
-    for i, case_id in enumerate(case_ids):
-        patch = store.load(case_id)
-        image = np.asarray(patch.slice2d, float)
-        inside = image[patch.mask2d] if patch.mask2d.any() else image
-        hint[i] = float(inside.mean()) / (abs(float(image.mean())) + 1e-6)
-    return hint
+    slices = [np.asarray(store.load(c).slice2d) for c in case_ids]
+    masks = [np.asarray(store.load(c).mask2d) for c in case_ids]
+    scores = np.empty(len(case_ids))
+    size = None
+    if with_size:
+        size = store.index.set_index("case_id").loc[case_ids, "equivalent_diameter_mm"]
+        size = size.to_numpy(float)
+    for i, (image, mask) in enumerate(zip(slices, masks, strict=True)):
+        if not mask.any():  # an empty central mask: fall back to the whole slice
+            mask = np.ones_like(mask)
+        one_size = None if size is None else size[i : i + 1]
+        scores[i] = size_density_score(image[None], mask[None], one_size)[0]
+    return scores
 
 
 # --- stage 4: experiments --------------------------------------------------------------------
@@ -461,18 +501,12 @@ def run_lung(settings, cohort_dir, clock, progress, weights, frames):
         scores = cases[list(TASKS)].to_numpy(float)
         psi = cases[[f"psi_{t}" for t in TASKS]].to_numpy(float)
         psi = psi if np.isfinite(psi).all() else None
-        with clock.stage("load lung volumes"):
-            volumes = store.volumes(case_ids)
-        pre, c3d_label = c3d_pretrained_features(
-            settings, volumes, store.content_hash, case_ids, clock
-        )
+        pre, c3d_label = c3d_pretrained_features(settings, store, case_ids, clock)
         weights["C3D"] = c3d_label
         features = {
             "gist": gist,
             "c3d_pretrained": pre,
-            "c3d_finetuned": c3d_finetuned_features(
-                settings, volumes, scores, store.content_hash, case_ids, clock
-            ),
+            "c3d_finetuned": c3d_finetuned_features(settings, store, case_ids, scores, clock),
             "diameter": cases["equivalent_diameter_mm"].to_numpy(float),
         }
         data = E1Data(np.array(case_ids), scores, labels, groups, psi)
@@ -500,10 +534,7 @@ def run_lung(settings, cohort_dir, clock, progress, weights, frames):
                 clock,
             )
         )
-    if wanted & {"E2", "E3"}:
-        hint = lung_naming_hint(store, case_ids)
-    else:
-        hint = None
+    hint = naming_scores(store, case_ids, with_size=True) if wanted & {"E2", "E3"} else None
     cdata = ClassData(np.array(case_ids), labels, groups, hint)
     _classification_experiments(
         settings, "lung", cdata, folds, gist, vgg, vgg_label, False, base, clock, progress, frames
@@ -526,7 +557,8 @@ def run_mri(settings, clock, progress, weights, frames):
     vgg, vgg_label = ({}, None)
     if set(settings.experiments) & {"E3", "E4"}:
         vgg, vgg_label = vgg_features(settings, store, case_ids, clock, "mri")
-    cdata = ClassData(np.array(case_ids), labels, groups, mri_naming_hint(store, case_ids))
+    hint = naming_scores(store, case_ids, with_size=False)
+    cdata = ClassData(np.array(case_ids), labels, groups, hint)
     _classification_experiments(
         settings, "mri", cdata, folds, gist, vgg, vgg_label, True, base, clock, progress, frames
     )
@@ -550,7 +582,7 @@ def _classification_experiments(
     wanted = set(settings.experiments)
     common = (base, settings.seed, settings.rf_trees, vgg_label)
     if "E2" in wanted:
-        key = settings.key("E2", common)
+        key = settings.key("E2", common, settings.psvm_restarts)
         frames["results"].append(
             _run_cached(
                 settings,
@@ -564,6 +596,7 @@ def _classification_experiments(
                     seed=settings.seed,
                     on_step=progress,
                     rf_trees=settings.rf_trees,
+                    psvm_restarts=settings.psvm_restarts,
                 ),
                 clock,
             )
