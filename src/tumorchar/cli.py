@@ -86,6 +86,9 @@ def reproduce(
     mri_cases: int | None = typer.Option(
         None, "--mri-cases", min=20, help="Number of synthetic MRI subjects."
     ),
+    mri_shape: str | None = typer.Option(
+        None, "--mri-shape", help="Synthetic MRI volume size 'Z,Y,X' (default 30,256,256)."
+    ),
     c3d_preset: str = typer.Option("cpu", "--c3d-preset", help="'cpu' or 'paper' (GPU)."),
     c3d_epochs: int = typer.Option(3, "--c3d-epochs", min=1, help="Fine-tuning epochs per fold."),
     c3d_weights: Path | None = typer.Option(
@@ -117,6 +120,14 @@ def reproduce(
         fail(f"--lidc-dir {lidc_dir} is not a folder")
     if mri is not None and not mri.is_dir():
         fail(f"--mri {mri} is not a folder")
+    shape = None
+    if mri_shape is not None:
+        try:
+            shape = tuple(int(v) for v in mri_shape.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 8:
+            fail(f"--mri-shape must be three sizes ≥ 8 like 30,256,256, got {mri_shape!r}")
     if data not in ("phantom", "none"):
         fail("--data must be 'phantom' or 'none' (give real CT with --lidc-dir)")
     settings = ReproduceSettings(
@@ -129,6 +140,7 @@ def reproduce(
         experiments=chosen,
         max_cases=max_cases,
         mri_cases=mri_cases,
+        mri_shape=shape,
         c3d_preset=c3d_preset,
         c3d_epochs=c3d_epochs,
         c3d_weights=c3d_weights,

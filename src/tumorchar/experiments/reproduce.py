@@ -62,7 +62,8 @@ class ReproduceSettings:
     protocol: Protocol = field(default_factory=Protocol)
     experiments: tuple[str, ...] = EXPERIMENTS
     max_cases: int | None = None  # stratified subset of the lung cohort (tests, quick looks)
-    mri_cases: int | None = None  # synthetic MRI subjects (default: the generator's)
+    mri_cases: int | None = None  # synthetic MRI subjects (default: the paper's 171)
+    mri_shape: tuple[int, int, int] | None = None  # synthetic volume (z, y, x); None: default
     c3d_preset: str = "cpu"
     c3d_epochs: int = 3
     c3d_weights: Path | None = None  # Sports-1M c3d.pickle; None → seeded random init
@@ -205,9 +206,17 @@ def build_cohort(settings: ReproduceSettings, clock: StageClock) -> Path:
     return evaluation
 
 
+def _store_hash(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "store.json").read_text()).get("content_hash")
+    except (OSError, ValueError):
+        return None
+
+
 def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: StageClock) -> Path:
     out = settings.out / "patches" / "lung"
-    with clock.stage(f"patches: lung ({settings.lung})"):
+    with clock.stage(f"patches: lung ({settings.lung})") as state:
+        before = _store_hash(out)
         if settings.lung == "phantom":
             _invoke(
                 ["patches", "phantom", "--cohort", str(cohort_dir), "--out", str(out)],
@@ -227,6 +236,7 @@ def build_lung_store(settings: ReproduceSettings, cohort_dir: Path, clock: Stage
                 ],
                 partial_ok=True,
             )
+        state["cached"] = before is not None and before == _store_hash(out)
     return out
 
 
@@ -237,23 +247,27 @@ def build_mri_store(settings: ReproduceSettings, clock: StageClock) -> Path:
     """The MRI patch store: from ``settings.mri_dir`` (images in ``images/`` or the folder
     itself, plus ``rois.csv`` and ``labels.csv``), or from the synthetic generator."""
     out = settings.out / "patches" / "mri"
-    with clock.stage(f"patches: MRI ({settings.mri})"):
+    with clock.stage(f"patches: MRI ({settings.mri})") as state:
+        before = _store_hash(out)
         if settings.mri == "dir":
             source = Path(settings.mri_dir)
         else:
             source = settings.out / "synthetic-mri"
             n_cases = settings.mri_cases or DEFAULT_MRI_CASES
-            key = settings.key("synthetic-mri", n_cases, settings.seed)
+            key = settings.key("synthetic-mri", n_cases, settings.seed, settings.mri_shape)
             if _read_key(source / "reproduce.json") != key:
-                args = ["patches", "synthetic-mri", "--out", str(source)]
-                _invoke(args + ["--n-cases", str(n_cases), "--seed", str(settings.seed)])
-                _write_json(source / "reproduce.json", {"key": key})
+                from tumorchar.data.synthetic_mri import SYNTHETIC_NOTE, write_synthetic_mri
+
+                shape = {} if settings.mri_shape is None else {"shape": settings.mri_shape}
+                write_synthetic_mri(source, n_cases=n_cases, seed=settings.seed, **shape)
+                _write_json(source / "reproduce.json", {"key": key, "note": SYNTHETIC_NOTE})
         images = source / "images" if (source / "images").is_dir() else source
         for name in ("rois.csv", "labels.csv"):
             if not (source / name).is_file():
                 raise FileNotFoundError(f"MRI folder {source} has no {name}")
         args = ["patches", "mri", "--images", str(images), "--rois", str(source / "rois.csv")]
         _invoke(args + ["--labels", str(source / "labels.csv"), "--out", str(out)], True)
+        state["cached"] = before is not None and before == _store_hash(out)
     return out
 
 
