@@ -67,6 +67,6 @@ def test_proposed_and_trace_norm_mtl_run_inside_the_folds(lung_like):
     methods = [m for m in default_methods() if m.multitask]
     log = run_e1(data, {"c3d_finetuned": X}, folds, ResultLog("E1", "s", "h"), methods=methods)
     table = _summary(log)
-    assert len(table) == 2
+    assert len(table) == 3  # trace norm, proposed with and without Ψ
     assert np.isfinite(table.values).all()
     assert (table["accuracy"] > 0.5).all()
