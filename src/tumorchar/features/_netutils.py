@@ -1,0 +1,170 @@
+"""Helpers shared by the network feature extractors (VGG16, C3D).
+
+Intensity mapping, weight-file locations and loading, atomic safetensors writes, and local
+seeding. Nothing here unpickles: state dicts are read with `torch.load(weights_only=True)`
+(tensors and plain containers only, no code execution) or with safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: CT intensity window in Hounsfield units mapped to [0, 1]: from air (-1000 HU) to dense
+#: calcification (+400 HU). Lung parenchyma (~-850 HU) lands near 0.1, ground glass (~-600 HU)
+#: near 0.29, solid soft tissue (0-50 HU) near 0.71-0.75, calcium at 1.
+CT_WINDOW_HU: tuple[float, float] = (-1000.0, 400.0)
+
+#: Percentiles used when no fixed window is given (MRI, arbitrary units): each image is
+#: mapped so that its 0.5th percentile goes to 0 and its 99.5th to 1.
+ROBUST_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+WEIGHTS_ENV = "TUMORCHAR_WEIGHTS_DIR"
+
+
+def to_unit_range(image: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Map intensities linearly to [0, 1] and clip: u = clip((x - lo) / (hi - lo), 0, 1).
+
+    `window=(lo, hi)` is a fixed window (CT in HU: `CT_WINDOW_HU`). `window=None` takes
+    lo, hi as the image's own 0.5th / 99.5th percentiles (MRI, whose units are arbitrary);
+    a constant image maps to 0.
+    """
+    x = np.asarray(image, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("image contains NaN or infinite values")
+    if window is None:
+        lo, hi = np.percentile(x, ROBUST_PERCENTILES)
+    else:
+        lo, hi = float(window[0]), float(window[1])
+        if not hi > lo:
+            raise ValueError(f"intensity window must satisfy lo < hi, got {window}")
+    if hi <= lo:
+        return np.zeros_like(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def weights_dir() -> Path:
+    """Folder searched for pretrained weight files: `$TUMORCHAR_WEIGHTS_DIR`, else
+    `~/.cache/tumorchar/weights`."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "tumorchar" / "weights"
+
+
+def resolve_weights(path: str | os.PathLike | None, file_name: str) -> Path | None:
+    """The weight file to use: `path` if given (it must exist), else `weights_dir()/file_name`
+    if that exists, else None."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"weights file not found: {p}")
+        return p
+    default = weights_dir() / file_name
+    return default if default.is_file() else None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from `.safetensors`, or from a torch-saved file with
+    `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for non-weights content
+        raise ValueError(
+            f"{p} is not a weights-only state dict (torch.load(weights_only=True) failed: "
+            f"{err.__class__.__name__})"
+        ) from err
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{p} does not hold a state dict of tensors")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def copy_matching(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    names: list[str],
+    source: str,
+) -> None:
+    """Copy `state[name]` into the model's parameter `name` for every name, after checking
+    that all are present with the model's shapes; raise a ValueError listing every problem."""
+    own = model.state_dict()
+    missing = [n for n in names if n not in state]
+    wrong = [
+        f"{n}: file {tuple(state[n].shape)} vs model {tuple(own[n].shape)}"
+        for n in names
+        if n in state and state[n].shape != own[n].shape
+    ]
+    if missing or wrong:
+        lines = [f"cannot load {source}:"]
+        if missing:
+            lines.append(f"  missing tensors: {', '.join(missing)}")
+        if wrong:
+            lines.append("  shape mismatches: " + "; ".join(wrong))
+        raise ValueError("\n".join(lines))
+    with torch.no_grad():
+        for n in names:
+            own[n].copy_(state[n].to(own[n].dtype))
+
+
+def save_safetensors_atomic(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]
+) -> Path:
+    """Write tensors to `path` as safetensors via a temp file in the same folder + rename."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata)
+    os.replace(tmp, p)
+    return p
+
+
+@contextlib.contextmanager
+def local_seed(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's default generators inside the block only (dropout, init); the caller's
+    global random state is restored on exit."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
+        torch.manual_seed(seed)
+        yield
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """`device` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class progress_bar:
+    """A Rich progress bar over `total` items when enabled, else a no-op; the object the
+    `with` block gets advances the bar by its argument."""
+
+    def __init__(self, enabled: bool, total: int, label: str = "features"):
+        self.enabled, self.total, self.label = enabled, total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k=1: None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True)
+        self._bar.start()
+        task = self._bar.add_task(self.label, total=self.total)
+        return lambda k=1: self._bar.advance(task, k)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._bar.stop()
+        return False
