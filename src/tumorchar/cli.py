@@ -274,7 +274,6 @@ def patches_synthetic_mri(
     typer.echo(f"{SYNTHETIC_NOTE}\n{n_cases} cases written to {out}")
 
 
-
 # --- features (issue 4) -----------------------------------------------------------------------
 
 features_app = typer.Typer(
@@ -470,6 +469,7 @@ def features_c3d(
         extractor, settings, store, compute, batch_size
     )
     _report_features(result, out, started)
+
 
 # --- reproduce (issue 7) ----------------------------------------------------------------------
 
