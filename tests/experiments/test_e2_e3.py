@@ -72,3 +72,18 @@ def test_e3_clusters_each_vgg_layer_with_and_without_relu(class_like):
         "VGG-fc8-ReLU (random-init)",
     ]
     assert set(table.columns) >= {"accuracy", "sensitivity", "specificity"}
+
+
+def test_paper_naming_of_a_clustering_equals_a_fresh_fit(class_like):
+    from tumorchar.experiments.e2_unsupervised import fit_unsupervised, renamed_clustering
+
+    data, X = class_like
+    y = data.labels
+    flipped_hint = -data.naming_hint  # label-free naming now picks the wrong cluster
+    label_free = fit_unsupervised("cluster", "label_free", X, None, flipped_hint, seed=3)
+    fresh = fit_unsupervised("cluster", "labels", X, y, None, seed=3)
+    renamed = renamed_clustering(label_free, y)
+    assert renamed.malignant_cluster_ == fresh.malignant_cluster_
+    assert renamed.malignant_cluster_ != label_free.malignant_cluster_
+    assert np.array_equal(renamed.predict(X), fresh.predict(X))
+    assert np.allclose(renamed.decision_function(X), fresh.decision_function(X))

@@ -38,6 +38,8 @@ TASKS = (
 )
 ATTRIBUTES = TASKS[1:]
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
+# The reference toolbox (MALSAR) stops when the relative objective change is below 1e-4.
+MTL_TOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,9 @@ def _graph_sparse_mtl(psi_train=None, rho1=1.0, rho2=10.0):
 
     return make_pipeline(
         StandardScaler(),
-        GraphSparseMTL(rho1=rho1, rho2=rho2, graph="auto", psi=psi_train, fit_intercept=True),
+        GraphSparseMTL(
+            rho1=rho1, rho2=rho2, graph="auto", psi=psi_train, fit_intercept=True, tol=MTL_TOL
+        ),
     )
 
 
@@ -109,7 +113,7 @@ def _graph_sparse_mtl_without_psi(_psi=None):
 def _trace_norm_mtl(_psi=None, rho=10.0):
     from tumorchar.models import TraceNormMTL
 
-    return make_pipeline(StandardScaler(), TraceNormMTL(rho=rho, fit_intercept=True))
+    return make_pipeline(StandardScaler(), TraceNormMTL(rho=rho, fit_intercept=True, tol=MTL_TOL))
 
 
 def default_methods(c3d_label: str = "random-init") -> list[E1Method]:

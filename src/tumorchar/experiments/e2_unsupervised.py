@@ -15,6 +15,7 @@ The ground-truth labels of the test fold are used only to score.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -36,19 +37,17 @@ NAMINGS = {
 }
 
 
-def fit_predict_unsupervised(
+def fit_unsupervised(
     classifier: str,
     naming: str,
     X_train: np.ndarray,
-    X_test: np.ndarray,
     y_train: np.ndarray | None,
     hint_train: np.ndarray | None,
     seed: int,
     rf_trees: int = 100,
     psvm_restarts: int = 10,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit `tumorchar.models.unsupervised.UnsupervisedClassifier` on the training fold and
-    return (predicted labels, malignancy score) for the test fold.
+):
+    """`tumorchar.models.unsupervised.UnsupervisedClassifier` fitted on the training fold.
 
     ``y_train`` reaches the pipeline only with ``naming="labels"`` (the paper's protocol)."""
     from tumorchar.models.unsupervised import UnsupervisedClassifier
@@ -61,13 +60,24 @@ def fit_predict_unsupervised(
         random_state=seed,
     )
     if naming == "labels":
-        model.fit(X_train, y=y_train)
-    else:
-        if hint_train is None:
-            raise ValueError("label-free cluster naming needs a naming hint per case")
-        model.fit(X_train, naming_score=hint_train)
-    score = np.asarray(model.decision_function(X_test), float)
-    return np.asarray(model.predict(X_test), int), score
+        return model.fit(X_train, y=y_train)
+    if hint_train is None:
+        raise ValueError("label-free cluster naming needs a naming hint per case")
+    return model.fit(X_train, naming_score=hint_train)
+
+
+def renamed_clustering(model, y_train: np.ndarray):
+    """The paper's naming of an already fitted ``method="cluster"`` model: the same k-means
+    (naming does not change it), the cluster with the larger malignant share named malignant.
+    Saves a second k-means fit that would give identical clusters."""
+    from tumorchar.models.unsupervised import name_clusters_with_labels
+
+    renamed = copy.copy(model)
+    clusters = model.kmeans_.labels_
+    renamed.naming = "labels"
+    renamed.malignant_cluster_ = name_clusters_with_labels(clusters, np.asarray(y_train))
+    renamed.cluster_labels_ = (clusters == renamed.malignant_cluster_).astype(np.int64)
+    return renamed
 
 
 def run_unsupervised(
@@ -96,22 +106,29 @@ def run_unsupervised(
             if feature not in splits:
                 splits[feature] = split_features(features[feature], fold)
             X_train, X_test = splits[feature]
+            hint = None if data.naming_hint is None else data.naming_hint[fold.train]
+            fitted = None
             for naming in namings:
                 method = name + NAMINGS[naming]
                 if on_step:
                     on_step(f"{experiment} {log.dataset} fold {fold.index + 1}: {method}")
-                hint = None if data.naming_hint is None else data.naming_hint[fold.train]
-                predicted, score = fit_predict_unsupervised(
-                    classifier,
-                    naming,
-                    X_train,
-                    X_test,
-                    labels[fold.train] if naming == "labels" else None,
-                    hint,
-                    seed + fold.index,
-                    rf_trees,
-                    psvm_restarts,
-                )
+                if classifier == "cluster" and fitted is not None and naming == "labels":
+                    model = renamed_clustering(fitted, labels[fold.train])
+                else:
+                    y_train = labels[fold.train] if naming == "labels" else None
+                    model = fit_unsupervised(
+                        classifier,
+                        naming,
+                        X_train,
+                        y_train,
+                        hint,
+                        seed + fold.index,
+                        rf_trees,
+                        psvm_restarts,
+                    )
+                    fitted = model
+                score = np.asarray(model.decision_function(X_test), float)
+                predicted = np.asarray(model.predict(X_test), int)
                 metrics = classification_metrics(labels[fold.test], predicted, score)
                 log.add_metrics(method, fold.index, metrics, paper_row)
                 log.add_predictions(
