@@ -515,6 +515,9 @@ def reproduce(
     vgg_weights: Path | None = typer.Option(
         None, "--vgg-weights", help="ImageNet VGG16 state dict; else random init."
     ),
+    vgg_bf16: bool = typer.Option(
+        False, "--vgg-bf16", help="VGG in bfloat16 autocast (faster on CPU, ~1 % feature error)."
+    ),
     rf_trees: int = typer.Option(100, "--rf-trees", min=1, help="Trees of the random forests."),
     psvm_restarts: int = typer.Option(
         10, "--psvm-restarts", min=1, help="Random restarts of each ∝SVM fit."
@@ -563,6 +566,7 @@ def reproduce(
         c3d_epochs=c3d_epochs,
         c3d_weights=c3d_weights,
         vgg_weights=vgg_weights,
+        vgg_bf16=vgg_bf16,
         rf_trees=rf_trees,
         psvm_restarts=psvm_restarts,
         seed=seed,
