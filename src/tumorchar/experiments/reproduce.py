@@ -718,6 +718,7 @@ def _run_record(settings, lung_store, mri_store, weights) -> dict:
         notes.append("The MRI rows come from the synthetic pancreas-MRI generator, not patients.")
     if settings.max_cases:
         notes.append(f"Subset: at most {settings.max_cases} lung nodules (stratified).")
+    notes.extend(_size_settings_notes(settings))
     for name, store in (("lung", lung_store), ("MRI", mri_store)):
         if store is not None and store.failures:
             notes.append(
@@ -744,6 +745,23 @@ def _run_record(settings, lung_store, mri_store, weights) -> dict:
             if store is not None and store.failures
         },
     }
+
+
+def _size_settings_notes(settings: ReproduceSettings) -> list[str]:
+    """Plain-words notes on the settings that trade fidelity for time (the demo's)."""
+    notes = []
+    if settings.vgg_bf16:
+        notes.append("VGG features computed in bfloat16 autocast (about 1 % relative error).")
+    if settings.mri == "synthetic" and settings.mri_shape is not None:
+        z, y, x = settings.mri_shape
+        notes.append(f"Synthetic MRI volumes of {z}×{y}×{x} voxels (generator default 30×256×256).")
+    if settings.psvm_restarts != 10:
+        notes.append(f"∝SVM with {settings.psvm_restarts} random restarts per fit (default 10).")
+    notes.append(
+        f"C3D preset '{settings.c3d_preset}', fine-tuned {settings.c3d_epochs} epoch(s) per "
+        f"training fold; random forests of {settings.rf_trees} trees."
+    )
+    return notes
 
 
 def _progress_printer(console):
