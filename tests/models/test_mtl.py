@@ -1,0 +1,287 @@
+"""GraphSparseMTL / TraceNormMTL against cvxpy, closed forms, scikit-learn and bad inputs."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import Lasso
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from tumorchar.models import GraphSparseMTL, TraceNormMTL
+from tumorchar.models.mtl import graph_sparse_mtl_path, radiologist_inconsistency
+
+S_PATH = np.array([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, -1.0, 1.0], [0.0, 0.0, -1.0]])
+
+
+def make_problem(n, d, m=4, per_task=False, seed=0):
+    rng = np.random.default_rng(seed)
+    W_true = rng.standard_normal((d, m)) * (rng.random((d, m)) < 0.3)
+    if per_task:
+        X = [rng.standard_normal((n, d)) for _ in range(m)]
+        Y = np.column_stack([x @ W_true[:, i] for i, x in enumerate(X)])
+    else:
+        X = rng.standard_normal((n, d))
+        Y = X @ W_true
+    Y += 0.5 * rng.standard_normal((n, m)) + 2.0
+    psi = rng.uniform(1.0, 2.0, (n, m))
+    return X, Y, psi
+
+
+def designs(X, m):
+    return list(X) if isinstance(X, list) else [X] * m
+
+
+def objective_eq6(W, b, X, Y, psi, S, rho1, rho2):
+    """Eq. 6 written out independently of the solver."""
+    m = Y.shape[1]
+    P = np.zeros_like(Y) if psi is None else psi
+    loss = sum(
+        0.5 * np.sum(((x + P[:, [i]]) @ W[:, i] + b[i] - Y[:, i]) ** 2)
+        for i, x in enumerate(designs(X, m))
+    )
+    return loss + rho1 * np.sum((W @ S) ** 2) + rho2 * np.abs(W).sum()
+
+
+def cvxpy_eq6(X, Y, psi, S, rho1, rho2, intercept=False):
+    d, m = designs(X, Y.shape[1])[0].shape[1], Y.shape[1]
+    W, b = cp.Variable((d, m)), cp.Variable(m)
+    P = np.zeros_like(Y) if psi is None else psi
+    loss = 0
+    for i, x in enumerate(designs(X, m)):
+        pred = (x + P[:, [i]]) @ W[:, i] + (b[i] if intercept else 0)
+        loss = loss + 0.5 * cp.sum_squares(pred - Y[:, i])
+    cp.Problem(cp.Minimize(loss + rho1 * cp.sum_squares(W @ S) + rho2 * cp.norm1(W))).solve(
+        solver="CLARABEL"
+    )
+    return W.value, (b.value if intercept else np.zeros(m))
+
+
+@pytest.mark.parametrize("per_task", [False, True], ids=["shared-X", "per-task-X"])
+@pytest.mark.parametrize("n,d", [(30, 60), (90, 20)], ids=["n<d", "n>d"])
+@pytest.mark.parametrize("use_psi", [False, True], ids=["no-psi", "psi"])
+def test_objective_matches_cvxpy(per_task, n, d, use_psi):
+    X, Y, psi = make_problem(n, d, per_task=per_task)
+    psi = psi if use_psi else None
+    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi, tol=1e-10, max_iter=50000)
+    est.fit(X, Y)
+    W_ref, b_ref = cvxpy_eq6(X, Y, psi, S_PATH, 1.0, 3.0)
+    ours = objective_eq6(est.coef_, est.intercept_, X, Y, psi, S_PATH, 1.0, 3.0)
+    ref = objective_eq6(W_ref, b_ref, X, Y, psi, S_PATH, 1.0, 3.0)
+    assert abs(ours - ref) <= 1e-6 * ref
+    assert ours == pytest.approx(est.objective_, rel=1e-9)
+    assert np.all(np.diff(est.objective_history_[-20:]) <= 1e-9 * ref)
+
+
+@pytest.mark.parametrize("per_task", [False, True], ids=["shared-X", "per-task-X"])
+def test_default_tolerance_reaches_optimum(per_task):
+    X, Y, psi = make_problem(40, 80, per_task=per_task, seed=3)
+    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi).fit(X, Y)
+    tight = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi, tol=1e-12, max_iter=10**5)
+    tight.fit(X, Y)
+    assert est.objective_ - tight.objective_ <= 1e-6 * tight.objective_
+
+
+def test_intercept_matches_cvxpy():
+    X, Y, psi = make_problem(40, 25, per_task=False, seed=1)
+    est = GraphSparseMTL(rho1=0.5, rho2=2.0, graph=S_PATH, psi=psi, fit_intercept=True, tol=1e-10)
+    est.fit(X, Y)
+    W_ref, b_ref = cvxpy_eq6(X, Y, psi, S_PATH, 0.5, 2.0, intercept=True)
+    ours = objective_eq6(est.coef_, est.intercept_, X, Y, psi, S_PATH, 0.5, 2.0)
+    ref = objective_eq6(W_ref, b_ref, X, Y, psi, S_PATH, 0.5, 2.0)
+    assert abs(ours - ref) <= 1e-6 * ref
+    np.testing.assert_allclose(est.intercept_, b_ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_task", [False, True], ids=["shared-X", "per-task-X"])
+def test_rho2_zero_is_the_linear_solve(per_task):
+    """Without l1 the optimum solves (blockdiag(A_i^T A_i) + 2 rho1 L (x) I) vec(W) = vec(A^T Y)."""
+    X, Y, psi = make_problem(60, 12, per_task=per_task, seed=2)
+    m, d, rho1 = Y.shape[1], 12, 2.0
+    A = [x + psi[:, [i]] for i, x in enumerate(designs(X, m))]
+    H = np.kron(S_PATH @ S_PATH.T, np.eye(d)) * 2 * rho1
+    for i, a in enumerate(A):
+        H[i * d : (i + 1) * d, i * d : (i + 1) * d] += a.T @ a
+    rhs = np.concatenate([a.T @ Y[:, i] for i, a in enumerate(A)])
+    W_exact = np.linalg.solve(H, rhs).reshape(m, d).T
+    est = GraphSparseMTL(rho1=rho1, rho2=0.0, graph=S_PATH, psi=psi, tol=1e-12, max_iter=10**5)
+    np.testing.assert_allclose(est.fit(X, Y).coef_, W_exact, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("n,d", [(30, 60), (80, 15)], ids=["n<d", "n>d"])
+def test_one_task_without_graph_is_sklearn_lasso(fit_intercept, n, d):
+    X, Y, _ = make_problem(n, d, m=1, seed=4)
+    y, rho2 = Y[:, 0], 4.0
+    ours = GraphSparseMTL(rho1=0.0, rho2=rho2, fit_intercept=fit_intercept, tol=1e-12)
+    ours.fit(X, y)
+    ref = Lasso(alpha=rho2 / n, fit_intercept=fit_intercept, tol=1e-14, max_iter=10**6).fit(X, y)
+    assert ours.coef_.shape == (d,)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-6)
+    assert ours.intercept_ == pytest.approx(ref.intercept_, abs=1e-6)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("per_task", [False, True], ids=["shared-X", "per-task-X"])
+@pytest.mark.parametrize("n,d", [(30, 50), (80, 15)], ids=["n<d", "n>d"])
+def test_trace_norm_matches_cvxpy(per_task, n, d):
+    X, Y, _ = make_problem(n, d, per_task=per_task, seed=5)
+    B = np.column_stack([x.T @ Y[:, i] for i, x in enumerate(designs(X, Y.shape[1]))])
+    rho = 0.6 * np.linalg.norm(B, 2)  # W = 0 is optimal from ||A^T Y||_2 on
+    est = TraceNormMTL(rho=rho, tol=1e-10, max_iter=50000).fit(X, Y)
+    W = cp.Variable((d, Y.shape[1]))
+    loss = sum(
+        0.5 * cp.sum_squares(x @ W[:, i] - Y[:, i]) for i, x in enumerate(designs(X, Y.shape[1]))
+    )
+    cp.Problem(cp.Minimize(loss + rho * cp.normNuc(W))).solve(solver="CLARABEL")
+
+    def objective(V):
+        fit = sum(0.5 * np.sum((x @ V[:, i] - Y[:, i]) ** 2) for i, x in enumerate(designs(X, 4)))
+        return fit + rho * np.linalg.svd(V, compute_uv=False).sum()
+
+    assert abs(objective(est.coef_) - objective(W.value)) <= 1e-6 * objective(W.value)
+    assert np.linalg.matrix_rank(est.coef_, tol=1e-8) < Y.shape[1]  # the penalty bites
+
+
+def test_large_rho2_gives_zero_and_sparsity_grows():
+    X, Y, _ = make_problem(40, 30, seed=6)
+    rho_max = np.abs(X.T @ Y).max()
+    zero = GraphSparseMTL(rho1=1.0, rho2=1.001 * rho_max, graph=S_PATH).fit(X, Y)
+    assert np.all(zero.coef_ == 0)
+    nnz = [
+        np.count_nonzero(GraphSparseMTL(rho2=r, graph=S_PATH).fit(X, Y).coef_)
+        for r in (0.5 * rho_max, 0.05 * rho_max)
+    ]
+    assert 0 < nnz[0] < nnz[1]
+
+
+def test_path_warm_starts_match_cold_solves():
+    X, Y, _ = make_problem(30, 40, seed=7)
+    rhos = np.geomspace(20.0, 0.5, 5)
+    coefs, n_iters, objectives = graph_sparse_mtl_path(X, Y, rhos, rho1=1.0, graph=S_PATH)
+    assert coefs.shape == (5, 40, 4) and n_iters.shape == (5,)
+    for rho2, obj in zip(rhos, objectives, strict=True):
+        cold = GraphSparseMTL(rho1=1.0, rho2=rho2, graph=S_PATH, tol=1e-6).fit(X, Y)
+        assert obj == pytest.approx(cold.objective_, rel=1e-5)
+
+
+def test_per_task_predict_and_psi_offset():
+    X, Y, psi = make_problem(30, 10, per_task=True, seed=8)
+    est = GraphSparseMTL(rho2=1.0, graph=S_PATH, psi=psi, fit_intercept=True).fit(X, Y)
+    P = est.predict(X)
+    expected = np.column_stack([x @ est.coef_[:, i] for i, x in enumerate(X)]) + est.intercept_
+    np.testing.assert_allclose(P, expected)
+    np.testing.assert_allclose(est.predict(X, psi=psi), P + psi * est.coef_.sum(axis=0))
+    assert est.predict(X[0]).shape == (30, 4)  # one shared design for every task
+
+
+def test_convergence_warning_when_max_iter_is_too_small():
+    X, Y, _ = make_problem(30, 60, seed=9)
+    with pytest.warns(ConvergenceWarning):
+        est = GraphSparseMTL(rho2=0.1, graph=S_PATH, max_iter=3).fit(X, Y)
+    assert est.n_iter_ == 3
+
+
+def test_auto_graph_is_estimated_inside_fit():
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((80, 30))
+    w = rng.standard_normal(30)
+    Y = np.column_stack([X @ w, X @ (w + 0.05 * rng.standard_normal(30)), X[:, ::-1] @ w])
+    est = GraphSparseMTL(rho1=1.0, rho2=1.0).fit(X, Y)
+    np.testing.assert_array_equal(est.graph_, [[1.0], [-1.0], [0.0]])
+
+
+# ---- scikit-learn compatibility -------------------------------------------------------
+
+
+@parametrize_with_checks([GraphSparseMTL(), TraceNormMTL()])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# ---- bad inputs (item 8) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_are_rejected(bad):
+    X, Y, _ = make_problem(20, 5, seed=11)
+    Xb, Yb = X.copy(), Y.copy()
+    Xb[3, 2], Yb[4, 1] = bad, bad
+    with pytest.raises(ValueError, match="X"):
+        GraphSparseMTL(graph=S_PATH).fit(Xb, Y)
+    with pytest.raises(ValueError, match="y|Y"):
+        GraphSparseMTL(graph=S_PATH).fit(X, Yb)
+    with pytest.raises(ValueError, match=r"X\[2\]"):
+        GraphSparseMTL(graph=S_PATH).fit([X, X, Xb, X], Y)
+    with pytest.raises(ValueError, match="psi"):
+        GraphSparseMTL(graph=S_PATH, psi=np.where(np.isfinite(Yb), 1.0, bad)).fit(X, Y)
+
+
+def test_mismatched_shapes_are_rejected():
+    X, Y, _ = make_problem(20, 5, seed=12)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        GraphSparseMTL(graph=S_PATH).fit(X, Y[:-1])
+    with pytest.raises(ValueError, match="list of 3 designs but there are 4 tasks"):
+        GraphSparseMTL(graph=S_PATH).fit([X, X, X], Y)
+    with pytest.raises(ValueError, match="different numbers of features"):
+        GraphSparseMTL(graph=S_PATH).fit([X, X, X, X[:, :4]], Y)
+    with pytest.raises(ValueError, match=r"X\[1\] has 19 samples"):
+        GraphSparseMTL(graph=S_PATH).fit([X, X[:-1], X, X], Y)
+    with pytest.raises(ValueError, match="psi must have shape"):
+        GraphSparseMTL(graph=S_PATH, psi=np.ones((20, 3))).fit(X, Y)
+    with pytest.raises(ValueError, match="one row per task"):
+        GraphSparseMTL(graph=S_PATH[:3]).fit(X, Y)
+    est = GraphSparseMTL(graph=S_PATH).fit(X, Y)
+    with pytest.raises(ValueError, match="features"):
+        est.predict(X[:, :4])
+
+
+@pytest.mark.parametrize("params", [{"rho1": -1.0}, {"rho2": -0.1}, {"tol": -1.0}, {"max_iter": 0}])
+def test_negative_parameters_are_rejected(params):
+    X, Y, _ = make_problem(20, 5, seed=13)
+    with pytest.raises(InvalidParameterError):
+        GraphSparseMTL(graph=S_PATH, **params).fit(X, Y)
+    with pytest.raises(InvalidParameterError):
+        TraceNormMTL(rho=-1.0).fit(X, Y)
+    with pytest.raises(ValueError, match="non-negative"):
+        graph_sparse_mtl_path(X, Y, [1.0, -1.0], graph=S_PATH)
+
+
+def test_empty_graph_means_independent_lasso_problems():
+    X, Y, _ = make_problem(30, 20, seed=14)
+    coupled_off = GraphSparseMTL(rho1=100.0, rho2=2.0, graph=np.zeros((4, 0)), tol=1e-10)
+    W = coupled_off.fit(X, Y).coef_
+    for i in range(4):
+        single = GraphSparseMTL(rho1=0.0, rho2=2.0, tol=1e-10).fit(X, Y[:, i])
+        np.testing.assert_allclose(W[:, i], single.coef_, atol=1e-7)
+
+
+def test_disconnected_graph_couples_within_components_only():
+    X, Y, _ = make_problem(30, 20, seed=15)
+    S = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # {0,1} and {2,3}
+    W = GraphSparseMTL(rho1=2.0, rho2=2.0, graph=S, tol=1e-10).fit(X, Y).coef_
+    pair = np.array([[1.0], [-1.0]])
+    for cols in ([0, 1], [2, 3]):
+        part = GraphSparseMTL(rho1=2.0, rho2=2.0, graph=pair, tol=1e-10).fit(X, Y[:, cols])
+        np.testing.assert_allclose(W[:, cols], part.coef_, atol=1e-7)
+
+
+def test_constant_target_task_gets_no_edge_and_is_still_fitted():
+    rng = np.random.default_rng(16)
+    X = rng.standard_normal((50, 10))
+    w = rng.standard_normal(10)
+    Y = np.column_stack([X @ w, X @ w + 0.01 * rng.standard_normal(50), np.full(50, 3.0)])
+    est = GraphSparseMTL(rho1=1.0, rho2=0.5, fit_intercept=True)
+    with pytest.warns(UserWarning, match="task.*2.*constant"):
+        est.fit(X, Y)
+    assert est.graph_.shape == (3, 1) and np.all(est.graph_[2] == 0)
+    np.testing.assert_allclose(est.coef_[:, 2], 0.0, atol=1e-12)  # nothing to explain
+    np.testing.assert_allclose(est.predict(X)[:, 2], 3.0)
+
+
+def test_radiologist_inconsistency_eq5():
+    ratings = np.array([[3, 3, 3, 3], [1, 3, np.nan, np.nan], [2, 4, 4, 2]], dtype=float)
+    # row 2: mu = 3, sum of squares 4, sigma = 1 -> exp(4 / 2)
+    np.testing.assert_allclose(radiologist_inconsistency(ratings), [1.0, np.e, np.exp(2.0)])
+    with pytest.raises(ValueError, match="without any rating"):
+        radiologist_inconsistency([[np.nan, np.nan]])
