@@ -23,7 +23,11 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-SCORE_RANGE = (1.0, 5.0)
+from tumorchar.models.scoring import (
+    accuracy_within_one,
+    clip_scores,
+    mean_absolute_score_difference,
+)
 
 
 @dataclass(frozen=True)
@@ -105,24 +109,6 @@ def patients_shared_between(folds: Sequence[Fold], groups: Sequence) -> set:
 
 
 # --- metrics --------------------------------------------------------------------------------
-
-
-def clip_scores(scores: np.ndarray, low: float = SCORE_RANGE[0], high: float = SCORE_RANGE[1]):
-    """Predictions clipped to the rating scale: ŝ ← min(max(ŝ, 1), 5)."""
-    return np.clip(np.asarray(scores, dtype=float), low, high)
-
-
-def accuracy_within_one(true_scores, predicted_scores) -> float:
-    """Share of nodules whose predicted score lies within ±1 of the mean radiologist score:
-    (1/n) Σ_i 1[|ŝ_i − s_i| ≤ 1]."""
-    diff = np.abs(np.asarray(predicted_scores, float) - np.asarray(true_scores, float))
-    return float(np.mean(diff <= 1.0))
-
-
-def mean_absolute_score_difference(true_scores, predicted_scores) -> float:
-    """(1/n) Σ_i |ŝ_i − s_i|."""
-    diff = np.abs(np.asarray(predicted_scores, float) - np.asarray(true_scores, float))
-    return float(np.mean(diff))
 
 
 def safe_auc(y_true, score) -> float:
