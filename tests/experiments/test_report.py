@@ -28,6 +28,8 @@ def _write_run(tmp_path, lung_like, class_like, source="phantom"):
     )
     stages = ResultLog("stage", "all", "c")
     stages.add_metrics("features: gist", -1, {"seconds": 12.5, "cached": 0})
+    stages.add_metrics("experiment E1", -1, {"seconds": 30.0, "cached": 0})
+    stages.add_metrics("C3D fold 1", -1, {"seconds": 20.0, "cached": 1, "nested": 1})
     counts = ResultLog("data", "all", "c")
     counts.add_metrics(
         "lung", -1, {"n_cases": 120, "n_positive": 50, "n_negative": 70, "n_patients": 60}
@@ -60,6 +62,8 @@ def test_report_names_its_data_source_first_and_prints_the_parquet_numbers(
     assert "76.48" in md  # the paper's GIST + RR accuracy beside ours
     assert "81.90" in md or "81.9" in md  # Table IV, IPMN GIST + RF
     assert "| features: gist | 12.5 | computed |" in md
+    assert "| ↳ C3D fold 1 | 20.0 | reused |" in md
+    assert "| total | 42.5 |" in md  # a nested stage is inside its parent's time
     for figure in ("e1_roc.png", "e1_scores.png", "e4_mri_roc.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
     titles = [title for title, _ in headline_tables(tmp_path)]

@@ -182,14 +182,16 @@ def classification_table(
 
 
 def stage_table(results: pd.DataFrame) -> Table:
+    """Stage times in run order; a stage run inside another (C3D fine-tuning inside E1) is
+    indented and left out of the total, which its parent already contains."""
     part = results[results["experiment"] == "stage"]
-    rows = []
+    rows, total = [], 0.0
     for stage, group in part.groupby("method", sort=False):
-        seconds = group.loc[group["metric"] == "seconds", "value"]
-        cached = group.loc[group["metric"] == "cached", "value"]
-        reused = "reused" if len(cached) and cached.iloc[0] > 0 else "computed"
-        rows.append([stage, f"{seconds.sum():.1f}", reused])
-    total = part.loc[part["metric"] == "seconds", "value"].sum()
+        values = group.set_index("metric")["value"]
+        nested = values.get("nested", 0.0) > 0
+        reused = "reused" if values.get("cached", 0.0) > 0 else "computed"
+        rows.append([("↳ " if nested else "") + stage, f"{values['seconds']:.1f}", reused])
+        total += 0.0 if nested else float(values["seconds"])
     rows.append(["total", f"{total:.1f}", ""])
     return Table(["Stage", "Time (s)", "Cache"], rows)
 

@@ -79,29 +79,42 @@ class ReproduceSettings:
 
 
 class StageClock:
-    """Wall time of each stage and whether its output was reused from the cache."""
+    """Wall time of each stage, whether its output was reused from the cache, and whether it
+    ran inside another stage (C3D fine-tuning runs inside E1; its time is part of E1's)."""
 
     def __init__(self, console=None):
         self.console = console
-        self.records: list[tuple[str, float, bool]] = []
+        self.records: list[tuple[str, float, bool, bool]] = []
+        self._depth = 0
 
     @contextmanager
     def stage(self, name: str):
         state = {"cached": False}
+        nested = self._depth > 0
         if self.console:
-            self.console.rule(f"[bold]{name}")
+            if nested:
+                self.console.print(f"[bold]{name}")
+            else:
+                self.console.rule(f"[bold]{name}")
         start = time.perf_counter()
-        yield state
+        slot = len(self.records)  # a stage is listed before the stages it runs
+        self.records.append((name, 0.0, False, nested))
+        self._depth += 1
+        try:
+            yield state
+        finally:
+            self._depth -= 1
         seconds = time.perf_counter() - start
-        self.records.append((name, seconds, state["cached"]))
+        self.records[slot] = (name, seconds, state["cached"], nested)
         if self.console:
             how = "reused from cache" if state["cached"] else "done"
             self.console.print(f"[green]{name}: {how} in {seconds:.1f} s")
 
     def log(self, digest: str) -> ResultLog:
         log = ResultLog("stage", "all", digest)
-        for name, seconds, cached in self.records:
-            log.add_metrics(name, -1, {"seconds": seconds, "cached": float(cached)})
+        for name, seconds, cached, nested in self.records:
+            metrics = {"seconds": seconds, "cached": float(cached), "nested": float(nested)}
+            log.add_metrics(name, -1, metrics)
         return log
 
 
