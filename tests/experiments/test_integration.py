@@ -94,3 +94,13 @@ def test_a_rerun_reuses_every_stage(run):
     a = before[before["experiment"].str.startswith("E")].set_index(metrics)["value"]
     b = after[after["experiment"].str.startswith("E")].set_index(metrics)["value"]
     assert np.allclose(a.sort_index(), b.sort_index())
+
+
+@pytest.mark.slow
+def test_the_other_split_is_reported_beside_the_patient_split(run):
+    out, _ = run
+    results = pd.read_parquet(out / "results.parquet")
+    other = results[results["experiment"] == "E1-other-split"]
+    assert set(other["method"]) <= set(results.loc[results["experiment"] == "E1", "method"])
+    assert "Reference: size only (equivalent diameter) + linear" in set(other["method"])
+    assert "### E1 under the other split" in (out / "report.md").read_text()

@@ -48,6 +48,9 @@ from tumorchar.experiments.results import (
 EXPERIMENTS = ("E1", "E2", "E3", "E4")
 LUNG_LABELS = {"benign": 0, "malignant": 1}
 MRI_LABELS = {"normal": 0, "ipmn": 1}
+# E1 methods rerun with the other split (by patient ↔ plain stratified) to show what splitting
+# a patient's nodules across folds does; the features that need no fine-tuning keep it cheap.
+SPLIT_COMPARISON_FEATURES = ("gist", "c3d_pretrained", "diameter", "attributes")
 
 
 @dataclass(frozen=True)
@@ -564,6 +567,30 @@ def run_lung(settings, cohort_dir, clock, progress, weights, frames):
                     folds,
                     ResultLog("E1", "lung", key),
                     default_methods(c3d_label),
+                    on_step=progress,
+                ),
+                clock,
+            )
+        )
+        other = replace(settings.protocol, by_patient=not settings.protocol.by_patient)
+        other_folds = make_folds(labels, groups, other)
+        split_methods = [
+            m
+            for m in default_methods(c3d_label)
+            if m.feature in SPLIT_COMPARISON_FEATURES and "Lasso" not in m.name
+        ]
+        split_key = settings.key("E1-other-split", key, other.as_dict())
+        frames["results"].append(
+            _run_cached(
+                settings,
+                "E1_other_split_lung",
+                split_key,
+                lambda: run_e1(
+                    data,
+                    features,
+                    other_folds,
+                    ResultLog("E1-other-split", "lung", split_key),
+                    split_methods,
                     on_step=progress,
                 ),
                 clock,
