@@ -3,10 +3,11 @@
 Output folder layout::
 
     OUT/cohort/            the LIDC cohort (tumorchar cohort)
-    OUT/cohort-subset/     only with --max-cases: a stratified subset of it
+    OUT/cohort-eval/       its benign and malignant nodules (with --max-cases, a subset)
     OUT/patches/lung/      lung patch store (phantom or real LIDC CT)
-    OUT/patches/mri/       MRI patch store (the user's MRI or the synthetic generator)
-    OUT/features/          feature arrays (.npz) + their keys (.json)
+    OUT/synthetic-mri/     without --mri: the synthetic generator's images and CSVs
+    OUT/patches/mri/       MRI patch store (the user's MRI or the synthetic images)
+    OUT/features/          FeatureStore folders; c3d_finetuned/fold<k>.npz + .json keys
     OUT/experiments/       per-experiment metric and prediction tables with their keys
     OUT/results.parquet    every metric of every fold, stage times, dataset counts
     OUT/predictions.parquet
