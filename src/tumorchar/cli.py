@@ -551,6 +551,8 @@ def reproduce(
             fail(f"--mri-shape must be three sizes ≥ 8 like 30,256,256, got {mri_shape!r}")
     if data not in ("phantom", "none"):
         fail("--data must be 'phantom' or 'none' (give real CT with --lidc-dir)")
+    if data == "none" and lidc_dir is None and no_mri:
+        fail("nothing to run: --data none and --no-mri")
     settings = ReproduceSettings(
         out=out,
         lung="lidc" if lidc_dir is not None else data,

@@ -75,3 +75,17 @@ def test_real_data_report_says_real(tmp_path, lung_like, class_like):
     md_path, _ = build_report(tmp_path)
     assert md_path.read_text().startswith("**Data source: REAL**")
     assert np.isfinite(pd.read_parquet(tmp_path / "results.parquet")["value"]).all()
+
+
+def test_reproduce_refuses_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from tumorchar.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["reproduce", "--out", str(tmp_path), "--experiments", "E9"])
+    assert result.exit_code == 2 and "E9" in result.output
+    result = runner.invoke(app, ["reproduce", "--out", str(tmp_path), "--data", "none", "--no-mri"])
+    assert result.exit_code == 2 and "nothing to run" in result.output
+    result = runner.invoke(app, ["reproduce", "--out", str(tmp_path), "--mri-shape", "3,4"])
+    assert result.exit_code == 2 and "--mri-shape" in result.output
