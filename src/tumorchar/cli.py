@@ -274,8 +274,6 @@ def patches_synthetic_mri(
     typer.echo(f"{SYNTHETIC_NOTE}\n{n_cases} cases written to {out}")
 
 
-
-
 # --- features (issue 4) -----------------------------------------------------------------------
 
 features_app = typer.Typer(
@@ -476,6 +474,118 @@ def features_c3d(
 # --- reproduce (issue 7) ----------------------------------------------------------------------
 
 
+@app.command()
+def reproduce(
+    out: Path = typer.Option(..., "--out", help="Output folder (stages are cached inside)."),
+    data: str = typer.Option(
+        "phantom", "--data", help="Lung data when no --lidc-dir: 'phantom' (embedded) or 'none'."
+    ),
+    lidc_dir: Path | None = typer.Option(
+        None, "--lidc-dir", help="A TCIA-layout LIDC-IDRI download: real CT instead of phantom."
+    ),
+    mri: Path | None = typer.Option(
+        None,
+        "--mri",
+        help="MRI folder with images/, rois.csv, labels.csv. Default: the synthetic "
+        "pancreas-MRI generator (labelled synthetic).",
+    ),
+    no_mri: bool = typer.Option(False, "--no-mri", help="Skip the MRI experiments."),
+    experiments: str = typer.Option("E1,E2,E3,E4", "--experiments", help="Which to run."),
+    folds: int = typer.Option(10, "--folds", min=2, help="Cross-validation folds."),
+    plain_split: bool = typer.Option(
+        False,
+        "--plain-split",
+        help="The paper's plain stratified split instead of splitting by patient.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of folds, networks and models."),
+    max_cases: int | None = typer.Option(
+        None, "--max-cases", min=20, help="Stratified subset of lung nodules (quick runs)."
+    ),
+    mri_cases: int | None = typer.Option(
+        None, "--mri-cases", min=20, help="Number of synthetic MRI subjects."
+    ),
+    mri_shape: str | None = typer.Option(
+        None, "--mri-shape", help="Synthetic MRI volume size 'Z,Y,X' (default 30,256,256)."
+    ),
+    c3d_preset: str = typer.Option("cpu", "--c3d-preset", help="'cpu' or 'paper' (GPU)."),
+    c3d_epochs: int = typer.Option(3, "--c3d-epochs", min=1, help="Fine-tuning epochs per fold."),
+    c3d_weights: Path | None = typer.Option(
+        None, "--c3d-weights", help="Sports-1M C3D weights (c3d.pickle); else random init."
+    ),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="ImageNet VGG16 state dict; else random init."
+    ),
+    vgg_bf16: bool = typer.Option(
+        False, "--vgg-bf16", help="VGG in bfloat16 autocast (faster on CPU, ~1 % feature error)."
+    ),
+    rf_trees: int = typer.Option(100, "--rf-trees", min=1, help="Trees of the random forests."),
+    psvm_restarts: int = typer.Option(
+        10, "--psvm-restarts", min=1, help="Random restarts of each ∝SVM fit."
+    ),
+) -> None:
+    """Reproduce the paper's experiments E1–E4: cohort → patches → features → report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tumorchar.experiments.protocol import Protocol
+    from tumorchar.experiments.report import headline_tables
+    from tumorchar.experiments.reproduce import EXPERIMENTS, ReproduceSettings
+    from tumorchar.experiments.reproduce import reproduce as run_reproduction
+
+    console = Console()
+    chosen = tuple(e.strip().upper() for e in experiments.split(",") if e.strip())
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
+    if unknown:
+        fail(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    if lidc_dir is not None and not lidc_dir.is_dir():
+        fail(f"--lidc-dir {lidc_dir} is not a folder")
+    if mri is not None and not mri.is_dir():
+        fail(f"--mri {mri} is not a folder")
+    shape = None
+    if mri_shape is not None:
+        try:
+            shape = tuple(int(v) for v in mri_shape.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 8:
+            fail(f"--mri-shape must be three sizes ≥ 8 like 30,256,256, got {mri_shape!r}")
+    if data not in ("phantom", "none"):
+        fail("--data must be 'phantom' or 'none' (give real CT with --lidc-dir)")
+    if data == "none" and lidc_dir is None and no_mri:
+        fail("nothing to run: --data none and --no-mri")
+    settings = ReproduceSettings(
+        out=out,
+        lung="lidc" if lidc_dir is not None else data,
+        lidc_dir=lidc_dir,
+        mri="none" if no_mri else ("dir" if mri is not None else "synthetic"),
+        mri_dir=mri,
+        protocol=Protocol(n_splits=folds, by_patient=not plain_split, seed=seed),
+        experiments=chosen,
+        max_cases=max_cases,
+        mri_cases=mri_cases,
+        mri_shape=shape,
+        c3d_preset=c3d_preset,
+        c3d_epochs=c3d_epochs,
+        c3d_weights=c3d_weights,
+        vgg_weights=vgg_weights,
+        vgg_bf16=vgg_bf16,
+        rf_trees=rf_trees,
+        psvm_restarts=psvm_restarts,
+        seed=seed,
+    )
+    try:
+        report = run_reproduction(settings, console=console)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    for title, table in headline_tables(out):
+        shown = Table(title=title)
+        for column in table.header:
+            shown.add_column(column, overflow="fold")
+        for row in table.rows:
+            shown.add_row(*row)
+        console.print(shown)
+    console.print(f"report: {report} and {report.with_suffix('.html')}")
+
 
 # --- train / predict (issue 8) ----------------------------------------------------------------
 
@@ -576,7 +686,6 @@ def predict(
         fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
     point = _parse_point(at) if at is not None else None
     predict_one(model, scan, point, units, mask, json_out, modality, fail)
-
 
 if __name__ == "__main__":  # pragma: no cover
     app()

