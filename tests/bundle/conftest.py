@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tumorchar.data.io import Volume
 
 SPACING_MM = 1.0

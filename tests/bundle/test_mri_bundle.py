@@ -12,10 +12,9 @@ pytestmark = pytest.mark.slow  # builds a small MRI store (N4 + diffusion) and t
 
 @pytest.fixture(scope="module")
 def mri_setup(tmp_path_factory):
+    from tumorchar.bundle.train import train_unsupervised
     from tumorchar.data.mri import build_mri_store
     from tumorchar.data.synthetic_mri import write_synthetic_mri
-
-    from tumorchar.bundle.train import train_unsupervised
 
     root = tmp_path_factory.mktemp("mri")
     images = write_synthetic_mri(

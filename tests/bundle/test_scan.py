@@ -3,7 +3,6 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
-from tumorchar.data.io import Volume
 
 from tumorchar.bundle.region import RegionSettings, extract_patch
 from tumorchar.bundle.scan import (
@@ -15,6 +14,7 @@ from tumorchar.bundle.scan import (
     mask_center,
     read_scan,
 )
+from tumorchar.data.io import Volume
 
 SPACING_ZYX = (2.0, 0.8, 0.8)
 ORIGIN_XYZ = (-40.0, -30.0, 100.0)

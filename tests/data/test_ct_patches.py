@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cohort_row, ellipsoid, make_cohort, write_ct_series
+from data_builders import cohort_row, ellipsoid, make_cohort, write_ct_series
 from typer.testing import CliRunner
 
 from tumorchar.cli import app

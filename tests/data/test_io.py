@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import write_ct_series
+from data_builders import write_ct_series
 from pydicom.data import get_testdata_file
 
 from tumorchar.data.io import (

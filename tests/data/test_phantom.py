@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import ellipsoid
+from data_builders import ellipsoid
 from scipy import ndimage
 
 from tumorchar.data.phantom import DEFAULT_RULES, case_rng, correlated_noise, render_nodule

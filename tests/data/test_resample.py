@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import ellipsoid
+from data_builders import ellipsoid
 
 from tumorchar.data.io import Volume
 from tumorchar.data.resample import (

@@ -19,6 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The 7 tasks of the paper: malignancy and six radiologist attributes (mean ratings).
+PAPER_TASKS = (
+    "malignancy",
+    "calcification",
+    "lobulation",
+    "spiculation",
+    "sphericity",
+    "margin",
+    "texture",
+)
+
 TABLE_NAME = "cohort.parquet"
 MASKS_NAME = "masks.npz"
 

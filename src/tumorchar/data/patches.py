@@ -29,20 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorchar.data.cohort_store import PAPER_TASKS
+
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
 ARRAYS_DIR = "arrays"
 SOURCES = ("lidc", "phantom", "mri")
 LABELS = ("benign", "malignant", "excluded", "normal", "ipmn")
-SCORE_COLUMNS = (
-    "malignancy",
-    "calcification",
-    "lobulation",
-    "spiculation",
-    "sphericity",
-    "margin",
-    "texture",
-)
+SCORE_COLUMNS = PAPER_TASKS
 INDEX_COLUMNS = (
     "case_id",
     "patient_id",

@@ -26,18 +26,11 @@ from sklearn.linear_model import LassoCV, LinearRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tumorchar.data.cohort_store import PAPER_TASKS
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
 from tumorchar.experiments.results import ResultLog
 
-TASKS = (
-    "malignancy",
-    "calcification",
-    "lobulation",
-    "spiculation",
-    "sphericity",
-    "margin",
-    "texture",
-)
+TASKS = PAPER_TASKS
 ATTRIBUTES = TASKS[1:]
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 # The reference toolbox (MALSAR) stops when the relative objective change is below 1e-4.
