@@ -167,3 +167,15 @@ def test_size_density_score_ranks_large_dense_tumors_first():
     masks[1] = False
     with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):
         size_density_score(images, masks)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_single_case_is_scored_as_in_a_batch(method, fold):
+    """Characterizing one new case must not need a batch around it."""
+    X, _, size, X_test, _ = fold
+    model = UnsupervisedClassifier(method=method, n_restarts=2, n_estimators=20, random_state=0)
+    model.fit(X, naming_score=size)
+    batch = model.decision_function(X_test[:5])
+    for i in range(5):
+        np.testing.assert_allclose(model.decision_function(X_test[i : i + 1]), batch[i : i + 1])
+        assert model.predict(X_test[i : i + 1]).shape == (1,)

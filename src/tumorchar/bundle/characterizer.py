@@ -189,7 +189,7 @@ class Characterizer:
 
     def _predict_unsupervised(self, features: np.ndarray, patch: RegionPatch, case_id: str):
         est = self._estimators
-        margin = _single_margin(est["classifier"], features)
+        margin = float(np.ravel(est["classifier"].decision_function(np.atleast_2d(features)))[0])
         probability = float(1.0 / (1.0 + np.exp(-margin / float(est["margin_scale"]))))
         negative, positive = CLASS_NAMES[self.modality]
         return Characterization(
@@ -205,16 +205,6 @@ class Characterizer:
             region=self._region_info(patch),
             provenance=self.provenance,
         )
-
-
-def _single_margin(classifier: Any, features: np.ndarray) -> float:
-    """The classifier's decision value f(x) for one feature row (> 0: malignant / IPMN).
-
-    `UnsupervisedClassifier` validates inputs as batches of at least two rows, so the row is
-    scored twice in one batch; rows are scored independently, so this is f(x) exactly.
-    """
-    pair = np.repeat(np.atleast_2d(features)[:1], 2, axis=0)
-    return float(np.ravel(classifier.decision_function(pair))[0])
 
 
 def _load_estimators(contents: BundleContents) -> dict[str, Any]:

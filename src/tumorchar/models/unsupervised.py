@@ -155,10 +155,12 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"proportions must be 'hard' or 'soft'; got {self.proportions!r}")
 
     @staticmethod
-    def _check_features(X) -> np.ndarray:
+    def _check_features(X, min_rows: int = 1) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
-            raise ValueError(f"X must be a 2-d array with at least 2 rows; got shape {X.shape}")
+        if X.ndim != 2 or X.shape[0] < min_rows or X.shape[1] < 1:
+            raise ValueError(
+                f"X must be a 2-d array with at least {min_rows} row(s); got shape {X.shape}"
+            )
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if bad.size:
             raise ValueError(
@@ -179,7 +181,7 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, naming_score=None, y=None):
         """Fit on the training fold: X (n, d); ``naming_score`` (n,) or ``y`` (n,) in {0, 1}."""
         self._check_settings()
-        X = self._check_features(X)
+        X = self._check_features(X, min_rows=2)
         n = X.shape[0]
         seed = None if self.random_state is None else int(self.random_state)
 
