@@ -193,13 +193,13 @@ def run_e1(
                     model.fit(X_train, malignancy[fold.train])
                     predicted = np.asarray(model.predict(X_test)).ravel()
             metrics = regression_metrics(malignancy[fold.test], predicted, data.labels[fold.test])
-            log.add_metrics(method.name, fold.index, metrics, method.paper_row)
-            log.add_predictions(
+            log.add_fold(
                 method.name,
                 fold.index,
+                metrics,
+                method.paper_row,
                 data.case_ids[fold.test],
                 malignancy[fold.test],
                 predicted,
-                None,
             )
     return log

@@ -130,10 +130,11 @@ def run_unsupervised(
                 score = np.asarray(model.decision_function(X_test), float)
                 predicted = np.asarray(model.predict(X_test), int)
                 metrics = classification_metrics(labels[fold.test], predicted, score)
-                log.add_metrics(method, fold.index, metrics, paper_row)
-                log.add_predictions(
+                log.add_fold(
                     method,
                     fold.index,
+                    metrics,
+                    paper_row,
                     data.case_ids[fold.test],
                     labels[fold.test],
                     score,

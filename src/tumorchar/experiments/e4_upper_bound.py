@@ -119,10 +119,11 @@ def run_e4(
                 predicted = model.predict(X_test)
                 score = classifier_score(model, X_test)
                 metrics = classification_metrics(labels[fold.test], predicted, score)
-                log.add_metrics(method, fold.index, metrics, f"{display} + {classifier}")
-                log.add_predictions(
+                log.add_fold(
                     method,
                     fold.index,
+                    metrics,
+                    f"{display} + {classifier}",
                     data.case_ids[fold.test],
                     labels[fold.test],
                     score,

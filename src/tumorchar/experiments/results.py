@@ -109,6 +109,13 @@ class ResultLog:
         )
         self.predictions.append(frame)
 
+    def add_fold(
+        self, method, fold, metrics, paper_row, case_ids, y_true, score, prediction=None
+    ) -> None:
+        """A method's test fold: its metric rows and its per-case predictions."""
+        self.add_metrics(method, fold, metrics, paper_row)
+        self.add_predictions(method, fold, case_ids, y_true, score, prediction)
+
     def metrics_frame(self) -> pd.DataFrame:
         columns = [c for c in RESULT_COLUMNS if c != "versions"]
         frame = pd.DataFrame(self.rows, columns=columns)
