@@ -687,5 +687,6 @@ def predict(
     point = _parse_point(at) if at is not None else None
     predict_one(model, scan, point, units, mask, json_out, modality, fail)
 
+
 if __name__ == "__main__":  # pragma: no cover
     app()
