@@ -6,22 +6,7 @@ import torch
 
 from tumorchar.features import c3d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on a shared 2-core machine: one thread avoids OpenMP oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def empty_weights_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("TUMORCHAR_WEIGHTS_DIR", str(folder))
-    return folder
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_weights_dir")
 
 
 def toy_nodules(n=24, seed=0):
