@@ -63,8 +63,8 @@ def cvxpy_eq6(X, Y, psi, S, rho1, rho2, intercept=False):
 def test_objective_matches_cvxpy(per_task, n, d, use_psi):
     X, Y, psi = make_problem(n, d, per_task=per_task)
     psi = psi if use_psi else None
-    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi, tol=1e-10, max_iter=50000)
-    est.fit(X, Y)
+    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, tol=1e-10, max_iter=50000)
+    est.fit(X, Y, psi=psi)
     W_ref, b_ref = cvxpy_eq6(X, Y, psi, S_PATH, 1.0, 3.0)
     ours = objective_eq6(est.coef_, est.intercept_, X, Y, psi, S_PATH, 1.0, 3.0)
     ref = objective_eq6(W_ref, b_ref, X, Y, psi, S_PATH, 1.0, 3.0)
@@ -76,16 +76,16 @@ def test_objective_matches_cvxpy(per_task, n, d, use_psi):
 @pytest.mark.parametrize("per_task", [False, True], ids=["shared-X", "per-task-X"])
 def test_default_tolerance_reaches_optimum(per_task):
     X, Y, psi = make_problem(40, 80, per_task=per_task, seed=3)
-    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi).fit(X, Y)
-    tight = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, psi=psi, tol=1e-12, max_iter=10**5)
-    tight.fit(X, Y)
+    est = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH).fit(X, Y, psi=psi)
+    tight = GraphSparseMTL(rho1=1.0, rho2=3.0, graph=S_PATH, tol=1e-12, max_iter=10**5)
+    tight.fit(X, Y, psi=psi)
     assert est.objective_ - tight.objective_ <= 1e-6 * tight.objective_
 
 
 def test_intercept_matches_cvxpy():
     X, Y, psi = make_problem(40, 25, per_task=False, seed=1)
-    est = GraphSparseMTL(rho1=0.5, rho2=2.0, graph=S_PATH, psi=psi, fit_intercept=True, tol=1e-10)
-    est.fit(X, Y)
+    est = GraphSparseMTL(rho1=0.5, rho2=2.0, graph=S_PATH, fit_intercept=True, tol=1e-10)
+    est.fit(X, Y, psi=psi)
     W_ref, b_ref = cvxpy_eq6(X, Y, psi, S_PATH, 0.5, 2.0, intercept=True)
     ours = objective_eq6(est.coef_, est.intercept_, X, Y, psi, S_PATH, 0.5, 2.0)
     ref = objective_eq6(W_ref, b_ref, X, Y, psi, S_PATH, 0.5, 2.0)
@@ -104,8 +104,8 @@ def test_rho2_zero_is_the_linear_solve(per_task):
         H[i * d : (i + 1) * d, i * d : (i + 1) * d] += a.T @ a
     rhs = np.concatenate([a.T @ Y[:, i] for i, a in enumerate(A)])
     W_exact = np.linalg.solve(H, rhs).reshape(m, d).T
-    est = GraphSparseMTL(rho1=rho1, rho2=0.0, graph=S_PATH, psi=psi, tol=1e-12, max_iter=10**5)
-    np.testing.assert_allclose(est.fit(X, Y).coef_, W_exact, rtol=1e-6, atol=1e-8)
+    est = GraphSparseMTL(rho1=rho1, rho2=0.0, graph=S_PATH, tol=1e-12, max_iter=10**5)
+    np.testing.assert_allclose(est.fit(X, Y, psi=psi).coef_, W_exact, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("fit_intercept", [False, True])
@@ -167,11 +167,13 @@ def test_path_warm_starts_match_cold_solves():
 
 def test_per_task_predict_and_psi_offset():
     X, Y, psi = make_problem(30, 10, per_task=True, seed=8)
-    est = GraphSparseMTL(rho2=1.0, graph=S_PATH, psi=psi, fit_intercept=True).fit(X, Y)
-    P = est.predict(X)
-    expected = np.column_stack([x @ est.coef_[:, i] for i, x in enumerate(X)]) + est.intercept_
-    np.testing.assert_allclose(P, expected)
-    np.testing.assert_allclose(est.predict(X, psi=psi), P + psi * est.coef_.sum(axis=0))
+    est = GraphSparseMTL(rho2=1.0, graph=S_PATH, fit_intercept=True).fit(X, Y, psi=psi)
+    P = est.predict(X, psi=psi)
+    linear = np.column_stack([x @ est.coef_[:, i] for i, x in enumerate(X)]) + est.intercept_
+    np.testing.assert_allclose(P, linear + psi * est.coef_.sum(axis=0))
+    # without reader scores: the training mean of psi, never psi = 0
+    np.testing.assert_allclose(est.psi_mean_, psi.mean(axis=0))
+    np.testing.assert_allclose(est.predict(X), linear + psi.mean(axis=0) * est.coef_.sum(axis=0))
     assert est.predict(X[0]).shape == (30, 4)  # one shared design for every task
 
 
@@ -214,7 +216,7 @@ def test_non_finite_inputs_are_rejected(bad):
     with pytest.raises(ValueError, match=r"X\[2\]"):
         GraphSparseMTL(graph=S_PATH).fit([X, X, Xb, X], Y)
     with pytest.raises(ValueError, match="psi"):
-        GraphSparseMTL(graph=S_PATH, psi=np.where(np.isfinite(Yb), 1.0, bad)).fit(X, Y)
+        GraphSparseMTL(graph=S_PATH).fit(X, Y, psi=np.where(np.isfinite(Yb), 1.0, bad))
 
 
 def test_mismatched_shapes_are_rejected():
@@ -228,7 +230,7 @@ def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"X\[1\] has 19 samples"):
         GraphSparseMTL(graph=S_PATH).fit([X, X[:-1], X, X], Y)
     with pytest.raises(ValueError, match="psi must have shape"):
-        GraphSparseMTL(graph=S_PATH, psi=np.ones((20, 3))).fit(X, Y)
+        GraphSparseMTL(graph=S_PATH).fit(X, Y, psi=np.ones((20, 3)))
     with pytest.raises(ValueError, match="one row per task"):
         GraphSparseMTL(graph=S_PATH[:3]).fit(X, Y)
     est = GraphSparseMTL(graph=S_PATH).fit(X, Y)

@@ -24,7 +24,9 @@ from tumorchar.models.apg import (
     apg_working_set,
     graph_laplacian,
 )
-from tumorchar.models.taskgraph import estimate_task_graph, validate_graph
+from tumorchar.models.taskgraph import edges_of, fit_task_graph, validate_graph
+
+LOSS_SCALES = ("sum", "mean")
 
 
 def radiologist_inconsistency(ratings) -> np.ndarray:
@@ -90,6 +92,7 @@ class _BaseMTL(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Shared fit/predict plumbing: validation, centring for the intercept, APG call."""
 
     _parameter_constraints: dict = {
+        "loss": [StrOptions(set(LOSS_SCALES))],
         "fit_intercept": ["boolean"],
         "tol": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -131,7 +134,11 @@ class _BaseMTL(MultiOutputMixin, RegressorMixin, BaseEstimator):
             psi = psi - psi.mean(axis=0)
         return Xs, Y2 - Y_mean, psi, (X_means, Y_mean)
 
-    def _store_solution(self, result, offsets):
+    def _loss_weight(self, n_samples: int) -> float:
+        """Factor turning the scale-free rho of ``loss="mean"`` into the summed loss's."""
+        return float(n_samples) if self.loss == "mean" else 1.0
+
+    def _store_solution(self, result, offsets, loss_weight=1.0):
         W = result.coef
         if offsets is None:
             b = np.zeros(W.shape[1])
@@ -141,15 +148,12 @@ class _BaseMTL(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.coef_ = W[:, 0] if self._single_task else W
         self.intercept_ = float(b[0]) if self._single_task else b
         self.n_iter_ = result.n_iter
-        self.objective_ = result.objective
-        self.objective_history_ = np.asarray(result.objective_history)
+        self.converged_ = bool(result.converged)
+        self.objective_ = result.objective / loss_weight
+        self.objective_history_ = np.asarray(result.objective_history) / loss_weight
 
-    def predict(self, X, psi=None):
-        """Predict Y = X W + b (column i from X_i when X is a list of per-task designs).
-
-        psi (n, M), optional, adds psi_i (1^T w_i) to task i as in the training objective;
-        by default no offset is added, since Eq. 5 needs the readers' scores of the sample.
-        """
+    def _linear_predict(self, X):
+        """(X W + b as an (n, M) array, W (d, M))."""
         check_is_fitted(self)
         W = self.coef_[:, None] if self._single_task else self.coef_
         b = np.atleast_1d(self.intercept_)
@@ -161,12 +165,12 @@ class _BaseMTL(MultiOutputMixin, RegressorMixin, BaseEstimator):
             P = np.column_stack([x @ W[:, i] for i, x in enumerate(Xs)])
         else:
             Xv = validate_data(self, X, reset=False, dtype=np.float64)
-            n = Xv.shape[0]
             P = Xv @ W
-        P = P + b
-        Psi = _check_psi(psi, n, W.shape[1], self._single_task)
-        if Psi is not None:
-            P = P + Psi * W.sum(axis=0)
+        return P + b, W
+
+    def predict(self, X):
+        """Predict Y = X W + b (column i from X_i when X is a list of per-task designs)."""
+        P, _ = self._linear_predict(X)
         return P[:, 0] if self._single_task else P
 
     def __sklearn_tags__(self):
@@ -176,35 +180,70 @@ class _BaseMTL(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return tags
 
 
+# The paper's priors (section V-C) on its own, unnormalised loss, and the training-set
+# size they went with: 1144 nodules in 10 folds leave about 1030 per training fold.
+PAPER_RHO1, PAPER_RHO2, PAPER_N_TRAIN = 1.0, 10.0, 1030
+
+
+def paper_rhos_on_mean_scale(n_train: int = PAPER_N_TRAIN) -> tuple[float, float]:
+    """The paper's (rho1, rho2) = (1, 10) translated onto ``loss="mean"``.
+
+    Dividing Eq. 6 by n leaves its minimiser unchanged when rho1 and rho2 are divided by
+    n too, so (1, 10) on the paper's summed loss with n training cases is (1/n, 10/n) on
+    the mean loss; with n = 1030, (0.00097, 0.0097). The translation is exact only for the
+    paper's feature scale, which it does not state; on standardised features (every column
+    of unit variance, so (1/n) X^T X has mean eigenvalue 1) a graph weight of 0.001 adds a
+    curvature of 4 rho1 = 0.004 per edge against about 1 from the loss: negligible. Hence
+    the inner cross-validation of `GraphSparseMTLCV`, whose grid contains these values.
+    """
+    return PAPER_RHO1 / n_train, PAPER_RHO2 / n_train
+
+
 class GraphSparseMTL(_BaseMTL):
     """Graph-regularized sparse multi-task least squares (paper Eq. 6; MALSAR Least_SRMTL).
 
     Minimizes over W in R^{d x M}
 
-        sum_i 1/2 ||(X_i + psi_i 1^T) w_i + b_i - y_i||^2 + rho1 ||W S||_F^2 + rho2 ||W||_1
+        c sum_i 1/2 ||(X_i + psi_i 1^T) w_i + b_i - y_i||^2 + rho1 ||W S||_F^2 + rho2 ||W||_1
 
-    (no 1/n factor: scikit-learn's Lasso alpha equals rho2 / n for one task and rho1 = 0).
+    with c = 1 (``loss="sum"``, the paper's and MALSAR's scale; scikit-learn's Lasso alpha
+    is rho2 / n for one task and rho1 = 0) or c = 1/n (``loss="mean"``: rho2 is then
+    scikit-learn's alpha, and the rho stay meaningful when n changes; see
+    `paper_rhos_on_mean_scale` for the paper's values on this scale).
 
     Parameters
     ----------
     rho1 : weight of the task-graph penalty ||W S||_F^2 = tr(W L W^T) (Eq. 3-4).
     rho2 : weight of the l1 penalty.
     graph : "auto" or an (M, E) structure matrix S. "auto" estimates S from the training
-        data with `estimate_task_graph` (per-task Lasso, correlation > 0.85). With no edges
-        (E = 0, or a single task) the tasks are independent Lasso problems; a disconnected
-        graph couples tasks within each component only.
-    psi : optional (n, M) per-sample, per-task values (Eq. 5, see
-        `radiologist_inconsistency`), added to every feature of task i's design.
+        data with `taskgraph.fit_task_graph` (per-task Lasso solved to a certified
+        duality gap, correlation > 0.85). With no edges (E = 0, or a single task) the
+        tasks are independent Lasso problems; a disconnected graph couples tasks within
+        each component only.
+    loss : "sum" or "mean" (above).
     fit_intercept : fit an unpenalized intercept b_i per task (by centring).
     tol, max_iter : stopping rule of `apg` (relative objective change and fixed-point
         residual both <= tol), run on working sets of features (`apg_working_set`).
 
+    Ψ (paper Eq. 5) is per-sample data, so it goes to ``fit(X, Y, psi=...)``, not to the
+    constructor; it is added to every feature of task i's design, as Eq. 6 writes. Test
+    cases have no reader scores, so ``predict(X)`` uses the training mean of Ψ
+    (``psi_mean_``) for them: the fitted model then predicts on average what it predicted
+    for the training cases, whereas Ψ = 0 (below Eq. 5's minimum of 1) would shift every
+    prediction by -mean(Ψ) 1^T w_i. With an intercept, Ψ's training mean is absorbed into
+    b and only its deviations from the mean enter the fit. ``predict(X, psi=...)`` uses
+    given values instead (cases with known reader scores).
+
     Attributes
     ----------
     coef_ : (d, M), or (d,) for a 1-D y.  intercept_ : (M,) or float.
-    graph_ : the (M, E) structure matrix used.  n_iter_, objective_ (value of the
-    objective above at the solution, on centred data when fitting intercepts),
-    objective_history_ : objective after each iteration.
+    graph_ : the (M, E) structure matrix used; graph_edges_ : its (a, b) task pairs;
+    graph_correlation_ : (M, M) correlations the "auto" graph was thresholded from (None
+    for a given graph); graph_duality_gap_ : the largest relative duality gap of its
+    per-task Lassos (None for a given graph).
+    psi_mean_ : (M,) training mean of Ψ, None when fitted without Ψ.
+    n_iter_, converged_, objective_ (the objective above at the solution, on centred data
+    when fitting intercepts), objective_history_ : objective after each iteration.
     """
 
     _parameter_constraints: dict = {
@@ -212,7 +251,6 @@ class GraphSparseMTL(_BaseMTL):
         "rho1": [Interval(Real, 0, None, closed="left")],
         "rho2": [Interval(Real, 0, None, closed="left")],
         "graph": [StrOptions({"auto"}), "array-like"],
-        "psi": ["array-like", None],
     }
 
     def __init__(
@@ -220,7 +258,7 @@ class GraphSparseMTL(_BaseMTL):
         rho1=1.0,
         rho2=10.0,
         graph="auto",
-        psi=None,
+        loss="sum",
         fit_intercept=False,
         tol=1e-6,
         max_iter=5000,
@@ -228,39 +266,62 @@ class GraphSparseMTL(_BaseMTL):
         self.rho1 = rho1
         self.rho2 = rho2
         self.graph = graph
-        self.psi = psi
+        self.loss = loss
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, X, Y):
-        """Fit on X ((n, d) array or list of M (n, d) arrays) and Y ((n, M) or (n,))."""
+    def fit(self, X, Y, psi=None):
+        """Fit on X ((n, d) array or list of M (n, d) arrays), Y ((n, M) or (n,)) and the
+        optional Eq. 5 values ``psi`` ((n, M), like Y)."""
         self._validate_params()
         Xs, Y2, per_task = self._validate_training(X, Y)
-        n_tasks = Y2.shape[1]
-        psi = _check_psi(self.psi, Y2.shape[0], n_tasks, self._single_task)
+        n_samples, n_tasks = Y2.shape
+        psi = _check_psi(psi, n_samples, n_tasks, self._single_task)
+        self.psi_mean_ = None if psi is None else psi.mean(axis=0)
         Xc, Yc, psi_c, offsets = self._centre(Xs, Y2, psi, per_task)
+        self.graph_correlation_ = self.graph_duality_gap_ = None
         if isinstance(self.graph, str):
-            S = estimate_task_graph(Xc, Yc)
+            task_graph = fit_task_graph(Xc, Yc)
+            S = task_graph.structure
+            self.graph_correlation_ = task_graph.correlation
+            self.graph_duality_gap_ = task_graph.duality_gap
         else:
             S = validate_graph(self.graph, n_tasks)
-        laplacian = graph_laplacian(S, n_tasks)
-        smooth = _build_smooth(Xc, Yc, psi_c, per_task, laplacian, self.rho1)
-        penalty = L1Penalty(self.rho2)
-        result = apg_working_set(smooth, penalty, tol=self.tol, max_iter=self.max_iter)
         self.graph_ = S
-        self._store_solution(result, offsets)
+        self.graph_edges_ = edges_of(S)
+        c = self._loss_weight(n_samples)
+        smooth = _build_smooth(Xc, Yc, psi_c, per_task, graph_laplacian(S, n_tasks), c * self.rho1)
+        penalty = L1Penalty(c * self.rho2)
+        result = apg_working_set(smooth, penalty, tol=self.tol, max_iter=self.max_iter)
+        self._store_solution(result, offsets, c)
         return self
+
+    def predict(self, X, psi=None):
+        """Predict (X_i + psi_i 1^T) w_i + b_i for every task.
+
+        psi (n, M): the samples' Eq. 5 values; by default the training mean ``psi_mean_``
+        (class docstring). Giving psi to a model fitted without Ψ is an error.
+        """
+        P, W = self._linear_predict(X)
+        if psi is not None and self.psi_mean_ is None:
+            raise ValueError("this model was fitted without psi; predict it without psi")
+        if self.psi_mean_ is not None:
+            Psi = _check_psi(psi, P.shape[0], W.shape[1], self._single_task)
+            offset = self.psi_mean_ if Psi is None else Psi
+            P = P + offset * W.sum(axis=0)
+        return P[:, 0] if self._single_task else P
 
 
 class TraceNormMTL(_BaseMTL):
     """Trace-norm regularized multi-task least squares (paper Eq. 2; MALSAR Least_Trace).
 
-    Minimizes  sum_i 1/2 ||X_i w_i + b_i - y_i||^2 + rho ||W||_*  with ||W||_* the sum of
-    the singular values of W (d x M); the proximal step is singular value thresholding.
+    Minimizes  c sum_i 1/2 ||X_i w_i + b_i - y_i||^2 + rho ||W||_*  with ||W||_* the sum of
+    the singular values of W (d x M) and c = 1 (``loss="sum"``) or 1/n (``"mean"``); the
+    proximal step is singular value thresholding.
 
-    Parameters: rho (>= 0), fit_intercept, tol, max_iter as in `GraphSparseMTL`.
-    Attributes: coef_, intercept_, n_iter_, objective_, objective_history_.
+    Parameters: rho (>= 0), loss, fit_intercept, tol, max_iter as in `GraphSparseMTL`.
+    Attributes: coef_, intercept_, n_iter_, converged_, objective_, objective_history_.
     """
 
     _parameter_constraints: dict = {
@@ -268,8 +329,9 @@ class TraceNormMTL(_BaseMTL):
         "rho": [Interval(Real, 0, None, closed="left")],
     }
 
-    def __init__(self, rho=1.0, fit_intercept=False, tol=1e-6, max_iter=5000):
+    def __init__(self, rho=1.0, loss="sum", fit_intercept=False, tol=1e-6, max_iter=5000):
         self.rho = rho
+        self.loss = loss
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
@@ -280,8 +342,9 @@ class TraceNormMTL(_BaseMTL):
         Xs, Y2, per_task = self._validate_training(X, Y)
         Xc, Yc, _, offsets = self._centre(Xs, Y2, None, per_task)
         smooth = _build_smooth(Xc, Yc, None, per_task)
-        result = apg(smooth, TraceNormPenalty(self.rho), tol=self.tol, max_iter=self.max_iter)
-        self._store_solution(result, offsets)
+        c = self._loss_weight(Y2.shape[0])
+        result = apg(smooth, TraceNormPenalty(c * self.rho), tol=self.tol, max_iter=self.max_iter)
+        self._store_solution(result, offsets, c)
         return self
 
 
