@@ -118,7 +118,7 @@ def test_pure_bags_reduce_to_the_supervised_svm():
     assert set(proportions) == {0.0, 1.0}
     # a large C_p makes the proportions the hard constraint of Eq. 8 (ε = 0)
     model = ProportionSVM(C=1.0, C_p=100.0, n_restarts=2, random_state=0)
-    model.fit(X, bags, proportions)
+    model.fit(X, bags=bags, proportions=proportions)
     np.testing.assert_array_equal(model.train_labels_, y)
 
     supervised = fit_squared_hinge(SquaredHingeProblem.from_features(X), 2.0 * y - 1, 1.0)
@@ -136,7 +136,9 @@ def test_accuracy_degrades_gracefully_as_bags_mix():
     accuracy = {}
     for purity in (1.0, 0.9, 0.8, 0.7):
         bags, proportions = mixed_bags(y, 8, purity=purity, seed=5)
-        model = ProportionSVM(n_restarts=3, random_state=0).fit(X, bags, proportions)
+        model = ProportionSVM(n_restarts=3, random_state=0).fit(
+            X, bags=bags, proportions=proportions
+        )
         accuracy[purity] = (model.predict(X_test) == y_test).mean()
     bayes = (((X_test @ class_direction(5)) > 0) == y_test).mean()
     assert accuracy[1.0] >= bayes - 0.02
@@ -152,8 +154,8 @@ def test_restarts_keep_the_lowest_objective():
     X, y = two_gaussians(200, shift=0.6, seed=7)
     bags, proportions = mixed_bags(y, 4, purity=0.7, seed=7)
     settings = dict(anneal=False, random_state=11)
-    one = ProportionSVM(n_restarts=1, **settings).fit(X, bags, proportions)
-    many = ProportionSVM(n_restarts=8, **settings).fit(X, bags, proportions)
+    one = ProportionSVM(n_restarts=1, **settings).fit(X, bags=bags, proportions=proportions)
+    many = ProportionSVM(n_restarts=8, **settings).fit(X, bags=bags, proportions=proportions)
     assert many.restart_objectives_[0] == pytest.approx(one.objective_)
     assert many.objective_ == pytest.approx(min(many.restart_objectives_))
     assert many.objective_ <= one.objective_ + 1e-9
@@ -166,7 +168,9 @@ def test_annealing_lowers_the_objective():
         X, y = two_gaussians(200, shift=0.6, seed=seed)
         bags, proportions = mixed_bags(y, 4, purity=0.7, seed=seed)
         fits = [
-            ProportionSVM(n_restarts=1, anneal=anneal, random_state=seed).fit(X, bags, proportions)
+            ProportionSVM(n_restarts=1, anneal=anneal, random_state=seed).fit(
+                X, bags=bags, proportions=proportions
+            )
             for anneal in (True, False)
         ]
         lower.append(fits[0].objective_ - fits[1].objective_)
@@ -183,8 +187,10 @@ def test_rbf_kernel_learns_a_non_linear_boundary_from_proportions():
     y_test = (np.linalg.norm(X_test, axis=1) < 1.3).astype(int)
     rbf = ProportionSVM(kernel="rbf", C=10.0, n_restarts=2, n_components=100, random_state=0)
     linear = ProportionSVM(C=10.0, n_restarts=2, random_state=0)
-    acc_rbf = (rbf.fit(X, bags, proportions).predict(X_test) == y_test).mean()
-    acc_linear = (linear.fit(X, bags, proportions).predict(X_test) == y_test).mean()
+    acc_rbf = (rbf.fit(X, bags=bags, proportions=proportions).predict(X_test) == y_test).mean()
+    acc_linear = (
+        linear.fit(X, bags=bags, proportions=proportions).predict(X_test) == y_test
+    ).mean()
     assert acc_rbf >= 0.85
     assert acc_rbf > acc_linear + 0.1
 
@@ -197,8 +203,8 @@ def test_scikit_learn_conventions():
     assert clone(model).get_params() == model.get_params()
     with pytest.raises(NotFittedError):
         model.predict(X)
-    a = model.fit(X, bags, proportions)
-    b = clone(model).fit(X, bags, proportions)
+    a = model.fit(X, bags=bags, proportions=proportions)
+    b = clone(model).fit(X, bags=bags, proportions=proportions)
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
     assert set(np.unique(a.predict(X))) <= {0, 1}
     np.testing.assert_array_equal(a.predict(X), (a.decision_function(X) > 0).astype(int))
@@ -212,13 +218,13 @@ def test_scikit_learn_conventions():
 def test_proportion_outside_unit_interval_is_rejected(bad):
     X, y = two_gaussians(40)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ProportionSVM().fit(X, np.arange(40) % 2, np.array([0.3, bad]))
+        ProportionSVM().fit(X, bags=np.arange(40) % 2, proportions=np.array([0.3, bad]))
 
 
 def test_single_bag_is_accepted_and_keeps_its_share():
     X, y = two_gaussians(200, shift=2.0, seed=9)
     model = ProportionSVM(C_p=10.0, n_restarts=2, random_state=0)
-    model.fit(X, np.zeros(200, dtype=int), np.array([y.mean()]))
+    model.fit(X, bags=np.zeros(200, dtype=int), proportions=np.array([y.mean()]))
     assert abs(model.train_labels_.mean() - y.mean()) <= 0.02
     # the only split that keeps the share is (up to a swap of names) the real one
     agreement = (model.predict(X) == y).mean()
@@ -229,28 +235,28 @@ def test_empty_bag_id_is_rejected_by_name():
     X, _ = two_gaussians(30)
     bags = np.where(np.arange(30) < 15, 0, 2)
     with pytest.raises(ValueError, match=r"bag id\(s\) \[1\]"):
-        ProportionSVM().fit(X, bags, np.array([0.2, 0.5, 0.8]))
+        ProportionSVM().fit(X, bags=bags, proportions=np.array([0.2, 0.5, 0.8]))
 
 
 def test_bag_ids_must_index_the_proportions():
     X, _ = two_gaussians(30)
     with pytest.raises(ValueError, match="bag ids"):
-        ProportionSVM().fit(X, np.arange(30) % 3, np.array([0.2, 0.5]))
+        ProportionSVM().fit(X, bags=np.arange(30) % 3, proportions=np.array([0.2, 0.5]))
     with pytest.raises(ValueError, match="shape"):
-        ProportionSVM().fit(X, np.zeros(29, dtype=int), np.array([0.2]))
+        ProportionSVM().fit(X, bags=np.zeros(29, dtype=int), proportions=np.array([0.2]))
 
 
 def test_one_class_proportions_are_rejected():
     X, _ = two_gaussians(30)
     with pytest.raises(ValueError, match="one class"):
-        ProportionSVM().fit(X, np.arange(30) % 2, np.array([0.0, 0.0]))
+        ProportionSVM().fit(X, bags=np.arange(30) % 2, proportions=np.array([0.0, 0.0]))
 
 
 def test_nan_features_are_rejected():
     X, _ = two_gaussians(30)
     X[4, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        ProportionSVM().fit(X, np.arange(30) % 2, np.array([0.2, 0.8]))
+        ProportionSVM().fit(X, bags=np.arange(30) % 2, proportions=np.array([0.2, 0.8]))
 
 
 @pytest.mark.parametrize(
@@ -259,15 +265,17 @@ def test_nan_features_are_rejected():
 def test_bad_settings_are_rejected(params):
     X, _ = two_gaussians(30)
     with pytest.raises(ValueError):
-        ProportionSVM(**params).fit(X, np.arange(30) % 2, np.array([0.2, 0.8]))
+        ProportionSVM(**params).fit(X, bags=np.arange(30) % 2, proportions=np.array([0.2, 0.8]))
 
 
 def test_uniform_sample_weight_acts_as_a_larger_C():
     X, y = two_gaussians(150, shift=0.7, seed=8)
     bags, proportions = mixed_bags(y, 4, purity=0.8, seed=8)
     weighted = ProportionSVM(C=1.0, n_restarts=2, random_state=5)
-    weighted.fit(X, bags, proportions, sample_weight=np.full(150, 2.0))
-    scaled = ProportionSVM(C=2.0, n_restarts=2, random_state=5).fit(X, bags, proportions)
+    weighted.fit(X, bags=bags, proportions=proportions, sample_weight=np.full(150, 2.0))
+    scaled = ProportionSVM(C=2.0, n_restarts=2, random_state=5).fit(
+        X, bags=bags, proportions=proportions
+    )
     np.testing.assert_allclose(weighted.decision_function(X), scaled.decision_function(X))
     with pytest.raises(ValueError, match="sample_weight"):
-        ProportionSVM().fit(X, bags, proportions, sample_weight=-np.ones(150))
+        ProportionSVM().fit(X, bags=bags, proportions=proportions, sample_weight=-np.ones(150))

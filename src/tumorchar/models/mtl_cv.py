@@ -138,7 +138,11 @@ class GraphSparseMTLCV(_BaseMTL):
             W = None
             for j, rho2 in enumerate(rho2s):
                 result = apg_working_set(
-                    smooth, L1Penalty(n * rho2), W, tol=self.tol, max_iter=self.max_iter,
+                    smooth,
+                    L1Penalty(n * rho2),
+                    W,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
                     warn=False,
                 )
                 W = result.coef
@@ -184,8 +188,16 @@ class GraphSparseMTLCV(_BaseMTL):
             max_iter=self.max_iter,
         ).fit(X, Y, psi=psi)
         for name in (
-            "coef_", "intercept_", "graph_", "graph_edges_", "graph_correlation_",
-            "graph_duality_gap_", "psi_mean_", "n_iter_", "converged_", "objective_",
+            "coef_",
+            "intercept_",
+            "graph_",
+            "graph_edges_",
+            "graph_correlation_",
+            "graph_duality_gap_",
+            "psi_mean_",
+            "n_iter_",
+            "converged_",
+            "objective_",
         ):
             setattr(self, name, getattr(self.estimator_, name))
         return self

@@ -16,11 +16,14 @@ optimal labels for fixed ``f`` (``relabel_bags``), annealing ``C*`` from ``1e-4 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.kernel_approximation import Nystroem
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from tumorchar.models.l2svm import SquaredHingeProblem, fit_squared_hinge
 
@@ -109,19 +112,46 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         of ``exp(−gamma ‖x − x'‖²)`` with ``n_components`` landmarks.
     epsilon : width of the ε-insensitive proportion error (Eq. 8's |p̃ − p| ≤ ε).
     n_restarts : random initial labellings; the fit with the lowest objective is kept.
+    init : ``"random"`` (Yu et al.: every instance's initial label is +1 or -1 with
+        probability 1/2, so restarts start from different labellings whatever the
+        proportions) or ``"proportions"`` (random labels giving each bag round(p_k |B_k|)
+        positives; with proportions 0 and 1 every restart starts from the same labels).
     anneal : anneal C* from 1e-4·C to C by ×1.5 (Yu et al.); False fits at C* = C only.
     max_alternations : cap on the SVM / relabel alternations at each C*.
     gamma, n_components : RBF kernel width (``"scale"``: 1 / (d · Var X)) and landmarks.
-    random_state : seed of the initial labellings and of the Nystroem landmarks.
+    random_state : seed (int, RandomState or None) of the initial labellings and of the
+        Nystroem landmarks.
+
+    ``fit(X, y=None, *, bags=None, proportions=None, sample_weight=None)``: the bags and
+    their proportions are per-sample data and go to ``fit`` as keywords. ``fit(X, y)``
+    without bags is the fully labelled special case, stated rather than guessed: every
+    instance is its own bag whose proportion is 1 for ``classes_[1]`` and 0 for
+    ``classes_[0]`` (two classes only), i.e. an L2-SVM on y. Giving both y and bags is an
+    error.
 
     Fitted attributes: ``coef_`` (in the kernel feature space for RBF), ``intercept_``,
     ``objective_`` (J of the kept restart), ``restart_objectives_``, ``train_labels_``
-    (the latent labels in {0, 1}), ``classes_`` = [0, 1], ``n_features_in_``.
+    (the latent labels in {0, 1}), ``classes_`` ([0, 1] with bags, the labels of y
+    without), ``n_features_in_``.
 
     Documented behaviour: a single bag is accepted (the problem is then an SVM whose
     positive share is held near p); bags whose proportions are all 0 or all 1 give a
     one-class problem and are rejected.
     """
+
+    _parameter_constraints: dict = {
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "C_p": [Interval(Real, 0, None, closed="left")],
+        "kernel": [StrOptions({"linear", "rbf"})],
+        "epsilon": [Interval(Real, 0, 1, closed="left")],
+        "n_restarts": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"random", "proportions"})],
+        "anneal": ["boolean"],
+        "max_alternations": [Interval(Integral, 1, None, closed="left")],
+        "gamma": [StrOptions({"scale"}), Interval(Real, 0, None, closed="neither")],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -130,6 +160,7 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         kernel="linear",
         epsilon=0.0,
         n_restarts=10,
+        init="random",
         anneal=True,
         max_alternations=100,
         gamma="scale",
@@ -141,6 +172,7 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         self.kernel = kernel
         self.epsilon = epsilon
         self.n_restarts = n_restarts
+        self.init = init
         self.anneal = anneal
         self.max_alternations = max_alternations
         self.gamma = gamma
@@ -148,16 +180,6 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # -- validation ---------------------------------------------------------------------
-    def _validate_params(self):
-        if not self.C > 0 or not self.C_p >= 0:
-            raise ValueError(f"C must be > 0 and C_p >= 0; got C={self.C}, C_p={self.C_p}")
-        if not 0 <= self.epsilon < 1:
-            raise ValueError(f"epsilon must be in [0, 1); got {self.epsilon}")
-        if self.kernel not in ("linear", "rbf"):
-            raise ValueError(f"kernel must be 'linear' or 'rbf'; got {self.kernel!r}")
-        if int(self.n_restarts) < 1:
-            raise ValueError(f"n_restarts must be >= 1; got {self.n_restarts}")
-
     @staticmethod
     def _validate_bags(bags, proportions, n_samples):
         bags = np.asarray(bags)
@@ -216,9 +238,11 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         bag_term = float(index.sizes @ errors)
         return 0.5 * float(theta[:-1] @ theta[:-1]) + c_star * loss + self.C_p * bag_term
 
-    @staticmethod
-    def _initial_labels(index, proportions, rng):
-        """Random labels giving each bag round(p_k |B_k|) positives."""
+    def _initial_labels(self, index, proportions, rng):
+        """Random labels: fair coin flips (``init="random"``) or, per bag, round(p_k |B_k|)
+        positives at random places (``init="proportions"``)."""
+        if self.init == "random":
+            return np.where(rng.random(index.bags.size) < 0.5, 1, -1).astype(np.int8)
         order = np.lexsort((rng.random(index.bags.size), index.bags))
         starts = np.concatenate([[0], np.cumsum(index.sizes)[:-1]])
         bag_of = np.repeat(np.arange(index.sizes.size), index.sizes)
@@ -254,19 +278,41 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         seen.update(dict.fromkeys(visited, (theta, labels)))
         return theta, labels
 
-    def fit(self, X, bags, proportions, sample_weight=None):
-        """Fit from features X (n, d), bag ids ``bags`` (n,) and ``proportions[bag id]``."""
+    def _bags_from_labels(self, y, n):
+        """Singleton bags with proportion 1 for classes_[1] and 0 for classes_[0]."""
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
+        if self.classes_.size != 2:
+            raise ValueError(
+                f"ProportionSVM learns two classes; y has {self.classes_.size} "
+                f"({self.classes_.tolist()[:5]})"
+            )
+        return np.arange(n), encoded.astype(np.float64)
+
+    def fit(self, X, y=None, *, bags=None, proportions=None, sample_weight=None):
+        """Fit from features X (n, d), bag ids ``bags`` (n,) and ``proportions[bag id]``,
+        or from labels y (class docstring)."""
         self._validate_params()
-        X = check_array(X, dtype=np.float64)
+        if y is not None and bags is not None:
+            raise ValueError("give either y (labelled instances) or bags and proportions")
+        if bags is None:
+            if y is None:
+                raise ValueError("ProportionSVM.fit needs bags and proportions (or labels y)")
+            X, y = validate_data(self, X, y, dtype=np.float64)
+            bags, proportions = self._bags_from_labels(y, X.shape[0])
+        else:
+            if proportions is None:
+                raise ValueError("bags need their proportions")
+            X = validate_data(self, X, dtype=np.float64)
+            self.classes_ = np.array([0, 1])
         bags, proportions = self._validate_bags(bags, proportions, X.shape[0])
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             if sample_weight.shape != (X.shape[0],) or np.any(sample_weight < 0):
                 raise ValueError("sample_weight must be non-negative with shape (n,)")
-        seed_seq = np.random.SeedSequence(_entropy(self.random_state))
-        map_seed, *restart_seeds = seed_seq.spawn(int(self.n_restarts) + 1)
-        self.n_features_in_ = X.shape[1]
-        self.feature_map_ = self._feature_map(X, int(map_seed.generate_state(1)[0]))
+        rng = check_random_state(self.random_state)
+        map_seed, *restart_seeds = rng.randint(0, 2**31 - 1, size=int(self.n_restarts) + 1)
+        self.feature_map_ = self._feature_map(X, int(map_seed))
         features = X if self.feature_map_ is None else self.feature_map_.transform(X)
         problem = SquaredHingeProblem.from_features(features, sample_weight)
         index = BagIndex.from_ids(bags, proportions.size)
@@ -274,8 +320,7 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         best, seen = None, {}
         self.restart_objectives_ = []
         for seed in restart_seeds:
-            rng = np.random.default_rng(seed)
-            labels = self._initial_labels(index, proportions, rng)
+            labels = self._initial_labels(index, proportions, np.random.default_rng(seed))
             theta, labels = self._alternate(problem, labels, index, proportions, seen)
             obj = self._objective(theta, problem, labels, index, proportions)
             self.restart_objectives_.append(obj)
@@ -284,32 +329,22 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         self.objective_, theta, labels = best
         self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
         self.train_labels_ = (labels > 0).astype(np.int64)
-        self.classes_ = np.array([0, 1])
         return self
 
     def decision_function(self, X):
         """Signed score f(x) = w·φ(x) + b; positive means class 1."""
         check_is_fitted(self, "coef_")
-        X = check_array(X, dtype=np.float64)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features; the model was fit on {self.n_features_in_}"
-            )
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         if self.feature_map_ is not None:
             X = self.feature_map_.transform(X)
         return X @ self.coef_ + self.intercept_
 
     def predict(self, X):
-        """Labels in {0, 1}."""
-        return (self.decision_function(X) > 0).astype(np.int64)
+        """Labels: ``classes_[1]`` where f(x) > 0, else ``classes_[0]``."""
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]
 
-
-def _entropy(random_state) -> int | None:
-    """An integer seed from an int, a Generator or None (fresh entropy)."""
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return None if random_state is None else int(random_state)
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**63))
-    raise ValueError(
-        f"random_state must be None, an int or a numpy Generator; got {random_state!r}"
-    )
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags

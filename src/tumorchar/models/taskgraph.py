@@ -216,8 +216,9 @@ def fit_task_graph(
         raise ValueError(f"Y must be (n_samples, n_tasks), got shape {Y.shape}")
     n_tasks = Y.shape[1]
     if n_tasks < 2:
-        return TaskGraph(np.zeros((n_tasks, 0)), np.eye(n_tasks), np.ones(n_tasks, bool),
-                         threshold, 0.0)
+        return TaskGraph(
+            np.zeros((n_tasks, 0)), np.eye(n_tasks), np.ones(n_tasks, bool), threshold, 0.0
+        )
     Yc = Y - Y.mean(axis=0)
     if isinstance(X, list | tuple):
         Xc = [np.asarray(x, dtype=float) - np.mean(x, axis=0) for x in X]

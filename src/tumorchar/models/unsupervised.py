@@ -3,9 +3,8 @@
 Fitted on the training fold only: standardize, k-means with k = 2 (Eq. 7), name the two
 clusters benign (0) / malignant (1), then one of
 
-- ``method="psvm"`` (proposed): the clusters are the bags of a proportion-SVM whose label
-  proportions come from the clustering (Eq. 9), with the ε of Eq. 8 leaving room for
-  outliers;
+- ``method="psvm"`` (proposed): a proportion-SVM learns from bags whose label proportions
+  come from the clustering (Eq. 9), with the ε of Eq. 8 leaving room for outliers;
 - ``method="cluster"``: the clustering alone, a test case takes its nearest centroid's name;
 - ``method="svm"``: a linear SVM trained on the named cluster assignments;
 - ``method="rf"``: a random forest trained on the named cluster assignments.
@@ -16,22 +15,41 @@ Cluster naming:
   ``naming_score`` is malignant. The caller supplies the score; for lung nodules the size ×
   density of the patch (e.g. equivalent diameter × mean intensity inside the mask: larger,
   denser nodules are more often malignant); for pancreas MRI the mean T2 intensity of the
-  ROI (IPMN cysts hold fluid and are T2-hyperintense). No ground truth is read.
+  ROI (IPMN cysts hold fluid and are T2-hyperintense). No ground truth is read: a ``y``
+  given to ``fit`` (as `cross_val_score` and `Pipeline` pass it) is ignored.
 - ``naming="labels"``: THE PAPER'S PROTOCOL, which looks at the ground truth of the
-  training fold: the cluster holding the larger share of malignant training cases is
-  malignant. It is kept so both can be reported; it is not label-free.
+  training fold (``fit(X, y)``): the cluster holding the larger share of malignant training
+  cases is malignant. It is kept so both can be reported; it is not label-free.
 
-Eq. 9 gives each cluster the share of its members assigned to it; read per cluster, the
-malignant cluster's proportion of positives is 1 and the benign one's 0 (``proportions=
-"hard"``, the default); ε (Eq. 8) then lets up to that share of each cluster change
-side: the paper's allowance for outliers (section IV-C). With ε = 0 ∝SVM reduces to an
-L2-SVM on the cluster assignments. ``proportions="soft"`` instead takes the mean posterior
-of the malignant cluster inside each cluster, from an isotropic Gaussian around each
-centroid with the pooled within-cluster variance, so that cases near the boundary make
-the bags' proportions less than pure.
+Bags and proportions of ∝SVM. The paper's Eq. 9, p_v = n⁻¹ Σ_u I(y_u = v), does not say
+which n nor what "the proportion of group v" is a proportion of, and how the bags are
+formed decides whether ∝SVM can move away from the clusters at all. The readings (with
+n_M the size of the malignant cluster, n the training-fold size):
+
+- ``bags="clusters", proportions="hard"`` (round 1): n read as the cluster's size, so the
+  malignant cluster's share of positives is 1 and the benign one's 0; only ε of each
+  cluster can change side, so ∝SVM is an SVM on the clusters up to ε.
+- ``bags="clusters", proportions="literal"``: n read as the training-set size, as printed:
+  cluster v holds the share n_v / n of its own class v, so the malignant cluster's share of
+  positives is n_M / n and the benign cluster's 1 − n_B / n = n_M / n as well. Both bags
+  then carry the same proportion and ∝SVM decides which instances are positive.
+- ``bags="clusters", proportions="soft"``: the mean Gaussian posterior of the malignant
+  centroid within each cluster (isotropic, pooled within-cluster variance), so cases near
+  the boundary make the proportions less than pure.
+- ``bags="one"``: the whole training fold is one bag whose share of positives is the
+  cluster-estimated n_M / n; the clusters fix only how many cases are malignant.
+- ``bags="subclusters"``: k-means with ``n_subclusters`` (> 2) clusters gives the bags; a
+  bag's proportion is the share of its members in the malignant 2-cluster, so bags that
+  straddle the 2-cluster boundary get proportions strictly between 0 and 1.
+
+∝SVM starts from random labels (``init="random"``, Yu et al.) on every restart, and
+``flip_share_`` reports the share of training cases whose final ∝SVM label differs from
+their cluster's name.
 """
 
 from __future__ import annotations
+
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -39,12 +57,23 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from tumorchar.models.psvm import ProportionSVM
 
 METHODS = ("psvm", "cluster", "svm", "rf")
 NAMINGS = ("label_free", "labels")
+BAGS = ("clusters", "one", "subclusters")
+PROPORTIONS = ("hard", "literal", "soft")
+# (bags, proportions) of each ∝SVM reading, by the name results and reports use
+PSVM_VARIANTS = {
+    "hard": ("clusters", "hard"),
+    "literal": ("clusters", "literal"),
+    "soft": ("clusters", "soft"),
+    "one-bag": ("one", "hard"),
+    "subclusters": ("subclusters", "hard"),
+}
 _ONE_CLUSTER = (
     "k-means put every training case in one cluster (all feature vectors are identical); "
     "the two classes cannot be separated"
@@ -100,31 +129,57 @@ def soft_malignant_share(X: np.ndarray, centers: np.ndarray, clusters: np.ndarra
     return np.array([post[clusters == v, malignant].mean() for v in (0, 1)])
 
 
+def _seed(rng: np.random.RandomState) -> int:
+    return int(rng.randint(0, 2**31 - 1))
+
+
 class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
     """k-means (k = 2) → cluster naming → ∝SVM or a Table III baseline; labels 0/1.
 
     Parameters
     ----------
     method : ``"psvm"`` (proposed), ``"cluster"``, ``"svm"`` or ``"rf"`` (module docstring).
-    naming : ``"label_free"`` (needs ``naming_score`` in ``fit``) or ``"labels"`` (the
-        paper's protocol, needs ``y`` in ``fit``).
-    proportions : ``"hard"`` or ``"soft"`` bag proportions for ∝SVM (module docstring).
+    naming : ``"label_free"`` (needs ``naming_score`` in ``fit``; y is ignored) or
+        ``"labels"`` (the paper's protocol, needs ``y`` in ``fit``).
+    bags, proportions : how ∝SVM's bags and their proportions are formed (module
+        docstring); ``n_subclusters`` : number of bags with ``bags="subclusters"``.
     n_init : k-means initializations.
     C, C_p, epsilon, kernel, n_restarts : ∝SVM settings; ``C`` is also the linear SVM's.
     n_estimators : trees of the random forest.
-    random_state : seed for k-means, ∝SVM and the forest.
+    random_state : int, RandomState or None, for k-means, ∝SVM and the forest.
+
+    ``fit(X, y=None, *, naming_score=None)``.
 
     Fitted attributes: ``scaler_``, ``kmeans_``, ``malignant_cluster_`` (index of the
     k-means cluster named malignant), ``cluster_labels_`` (training cases, 0/1 after
-    naming), ``bag_proportions_`` (∝SVM only), ``model_`` (the inner classifier, None for
-    ``"cluster"``), ``classes_`` = [0, 1].
+    naming), ``bags_`` and ``bag_proportions_`` (∝SVM only), ``flip_share_`` (∝SVM: share
+    of training cases whose ∝SVM label differs from ``cluster_labels_``; NaN otherwise),
+    ``model_`` (the inner classifier, None for ``"cluster"``), ``classes_`` = [0, 1].
     """
+
+    _parameter_constraints: dict = {
+        "method": [StrOptions(set(METHODS))],
+        "naming": [StrOptions(set(NAMINGS))],
+        "bags": [StrOptions(set(BAGS))],
+        "proportions": [StrOptions(set(PROPORTIONS))],
+        "n_subclusters": [Interval(Integral, 3, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "C_p": [Interval(Real, 0, None, closed="left")],
+        "epsilon": [Interval(Real, 0, 1, closed="left")],
+        "kernel": [StrOptions({"linear", "rbf"})],
+        "n_restarts": [Interval(Integral, 1, None, closed="left")],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
         method="psvm",
         naming="label_free",
+        bags="clusters",
         proportions="hard",
+        n_subclusters=8,
         n_init=10,
         C=1.0,
         C_p=1.0,
@@ -136,7 +191,9 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.method = method
         self.naming = naming
+        self.bags = bags
         self.proportions = proportions
+        self.n_subclusters = n_subclusters
         self.n_init = n_init
         self.C = C
         self.C_p = C_p
@@ -146,27 +203,16 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         self.n_estimators = n_estimators
         self.random_state = random_state
 
-    def _check_settings(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
-        if self.naming not in NAMINGS:
-            raise ValueError(f"naming must be one of {NAMINGS}; got {self.naming!r}")
-        if self.proportions not in ("hard", "soft"):
-            raise ValueError(f"proportions must be 'hard' or 'soft'; got {self.proportions!r}")
-
     @staticmethod
-    def _check_features(X, min_rows: int = 1) -> np.ndarray:
+    def _check_finite_rows(X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] < min_rows or X.shape[1] < 1:
-            raise ValueError(
-                f"X must be a 2-d array with at least {min_rows} row(s); got shape {X.shape}"
-            )
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad.size:
-            raise ValueError(
-                f"features of row(s) {bad[:10].tolist()} contain NaN or infinity; "
-                "drop or re-extract those cases"
-            )
+        if X.ndim == 2:
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            if bad.size:
+                raise ValueError(
+                    f"features of row(s) {bad[:10].tolist()} contain NaN or infinity; "
+                    "drop or re-extract those cases"
+                )
         return X
 
     def _naming_vector(self, name, values, n):
@@ -178,18 +224,22 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{name} must be a finite array of shape ({n},)")
         return values
 
-    def fit(self, X, naming_score=None, y=None):
-        """Fit on the training fold: X (n, d); ``naming_score`` (n,) or ``y`` (n,) in {0, 1}."""
-        self._check_settings()
-        X = self._check_features(X, min_rows=2)
+    def fit(self, X, y=None, *, naming_score=None):
+        """Fit on the training fold: X (n, d); ``naming_score`` (n,) for label-free naming
+        (y is then ignored), ``y`` (n,) in {0, 1} for ``naming="labels"``."""
+        self._validate_params()
+        X = validate_data(self, self._check_finite_rows(X), dtype=np.float64)
+        if X.shape[0] < 2:
+            raise ValueError(f"X must have at least 2 rows; got shape {X.shape}")
         n = X.shape[0]
-        seed = None if self.random_state is None else int(self.random_state)
+        rng = check_random_state(self.random_state)
+        kmeans_seed, inner_seed = _seed(rng), _seed(rng)
 
         self.scaler_ = StandardScaler().fit(X)
         Xs = self.scaler_.transform(X)
         if np.unique(Xs, axis=0).shape[0] < 2:
             raise ValueError(_ONE_CLUSTER)
-        self.kmeans_ = KMeans(n_clusters=2, n_init=self.n_init, random_state=seed).fit(Xs)
+        self.kmeans_ = KMeans(n_clusters=2, n_init=self.n_init, random_state=kmeans_seed).fit(Xs)
         clusters = self.kmeans_.labels_
         if np.any(np.bincount(clusters, minlength=2) == 0):
             raise ValueError(_ONE_CLUSTER)
@@ -204,9 +254,28 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
             self.malignant_cluster_ = name_clusters_with_labels(clusters, truth)
         self.cluster_labels_ = (clusters == self.malignant_cluster_).astype(np.int64)
         self.classes_ = np.array([0, 1])
-        self.n_features_in_ = X.shape[1]
-        self.model_ = self._fit_inner(Xs, clusters, seed)
+        self.flip_share_ = float("nan")
+        self.model_ = self._fit_inner(Xs, clusters, inner_seed)
         return self
+
+    def _bags_and_proportions(self, Xs, clusters, seed):
+        """Bag ids and their shares of positives (module docstring)."""
+        malignant = self.cluster_labels_
+        share = float(malignant.mean())
+        if self.bags == "one":
+            return np.zeros(Xs.shape[0], dtype=np.intp), np.array([share])
+        if self.bags == "subclusters":
+            k = min(int(self.n_subclusters), np.unique(Xs, axis=0).shape[0])
+            sub = KMeans(n_clusters=k, n_init=self.n_init, random_state=seed).fit(Xs).labels_
+            _, bags = np.unique(sub, return_inverse=True)  # renumber: every id used
+            sizes = np.bincount(bags)
+            return bags, np.bincount(bags, weights=malignant) / sizes
+        if self.proportions == "hard":
+            return clusters, np.array([float(v == self.malignant_cluster_) for v in (0, 1)])
+        if self.proportions == "literal":
+            return clusters, np.array([share, share])
+        centers = self.kmeans_.cluster_centers_
+        return clusters, soft_malignant_share(Xs, centers, clusters, self.malignant_cluster_)
 
     def _fit_inner(self, Xs, clusters, seed):
         labels = self.cluster_labels_
@@ -217,12 +286,7 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         if self.method == "rf":
             forest = RandomForestClassifier(n_estimators=self.n_estimators, random_state=seed)
             return forest.fit(Xs, labels)
-        if self.proportions == "hard":
-            shares = np.array([float(v == self.malignant_cluster_) for v in (0, 1)])
-        else:
-            centers = self.kmeans_.cluster_centers_
-            shares = soft_malignant_share(Xs, centers, clusters, self.malignant_cluster_)
-        self.bag_proportions_ = shares
+        self.bags_, self.bag_proportions_ = self._bags_and_proportions(Xs, clusters, seed)
         psvm = ProportionSVM(
             C=self.C,
             C_p=self.C_p,
@@ -231,7 +295,9 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
             n_restarts=self.n_restarts,
             random_state=seed,
         )
-        return psvm.fit(Xs, clusters, shares)
+        psvm.fit(Xs, bags=self.bags_, proportions=self.bag_proportions_)
+        self.flip_share_ = float(np.mean(psvm.train_labels_ != labels))
+        return psvm
 
     def decision_function(self, X):
         """Malignancy score: larger means malignant; > 0 predicts malignant.
@@ -240,7 +306,8 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         ``svm`` / ``psvm``: the SVM score; ``rf``: P(malignant) − 0.5.
         """
         check_is_fitted(self, "model_")
-        Xs = self.scaler_.transform(self._check_features(X))
+        X = validate_data(self, self._check_finite_rows(X), dtype=np.float64, reset=False)
+        Xs = self.scaler_.transform(X)
         if self.method == "cluster":
             sq = self.kmeans_.transform(Xs) ** 2
             return sq[:, 1 - self.malignant_cluster_] - sq[:, self.malignant_cluster_]
