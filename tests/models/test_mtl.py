@@ -6,7 +6,6 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from tumorchar.models import GraphSparseMTL, TraceNormMTL
 from tumorchar.models.mtl import graph_sparse_mtl_path, radiologist_inconsistency
@@ -191,14 +190,6 @@ def test_auto_graph_is_estimated_inside_fit():
     Y = np.column_stack([X @ w, X @ (w + 0.05 * rng.standard_normal(30)), X[:, ::-1] @ w])
     est = GraphSparseMTL(rho1=1.0, rho2=1.0).fit(X, Y)
     np.testing.assert_array_equal(est.graph_, [[1.0], [-1.0], [0.0]])
-
-
-# ---- scikit-learn compatibility -------------------------------------------------------
-
-
-@parametrize_with_checks([GraphSparseMTL(), TraceNormMTL()])
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 # ---- bad inputs (item 8) --------------------------------------------------------------

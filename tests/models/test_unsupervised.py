@@ -58,9 +58,22 @@ def test_label_free_naming_follows_the_naming_score(fold):
 
 
 def test_label_free_fit_never_reads_the_labels(fold):
+    """fit(X, y) as Pipeline / cross_val_score call it: label-free naming ignores y."""
     X, y, size, X_test, _ = fold
-    a = UnsupervisedClassifier(random_state=0, n_restarts=2).fit(X, naming_score=size, y=y)
-    b = UnsupervisedClassifier(random_state=0, n_restarts=2).fit(X, naming_score=size, y=1 - y)
+    a = UnsupervisedClassifier(random_state=0, n_restarts=2).fit(X, y, naming_score=size)
+    b = UnsupervisedClassifier(random_state=0, n_restarts=2).fit(X, 1 - y, naming_score=size)
+    c = UnsupervisedClassifier(random_state=0, n_restarts=2).fit(X, naming_score=size)
+    np.testing.assert_array_equal(a.kmeans_.labels_, b.kmeans_.labels_)
+    np.testing.assert_array_equal(a.cluster_labels_, c.cluster_labels_)
+    np.testing.assert_array_equal(a.decision_function(X_test), b.decision_function(X_test))
+
+
+def test_random_state_accepts_a_random_state_instance(fold):
+    X, _, size, X_test, _ = fold
+    a = UnsupervisedClassifier(n_restarts=2, random_state=np.random.RandomState(3))
+    b = UnsupervisedClassifier(n_restarts=2, random_state=np.random.RandomState(3))
+    a.fit(X, naming_score=size)
+    b.fit(X, naming_score=size)
     np.testing.assert_array_equal(a.decision_function(X_test), b.decision_function(X_test))
 
 
@@ -137,12 +150,12 @@ def test_naming_inputs_are_required_and_checked(fold):
     X, y, size, _, _ = fold
     with pytest.raises(ValueError, match="naming_score"):
         UnsupervisedClassifier().fit(X)
-    with pytest.raises(ValueError, match="needs `y`"):
+    with pytest.raises(ValueError, match="requires y"):
         UnsupervisedClassifier(naming="labels").fit(X, naming_score=size)
     with pytest.raises(ValueError, match="shape"):
         UnsupervisedClassifier().fit(X, naming_score=size[:-1])
-    with pytest.raises(ValueError, match="0 .benign"):
-        UnsupervisedClassifier(naming="labels").fit(X, y=y + 1)
+    with pytest.raises(ValueError, match="Only binary"):
+        UnsupervisedClassifier(naming="labels").fit(X, y=np.arange(len(y)) % 3)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Estimators: graph-regularized sparse MTL, trace-norm MTL, proportion-SVM.
+"""Estimators: graph-regularized sparse MTL (fixed or inner-CV rho), trace-norm MTL,
+proportion-SVM, the unsupervised pipeline, and the dead-feature filter.
 
 Names are imported lazily so that `import tumorchar.models` stays cheap.
 """
@@ -8,6 +9,8 @@ from importlib import import_module
 _EXPORTS = {
     "GraphSparseMTL": "tumorchar.models.mtl",
     "TraceNormMTL": "tumorchar.models.mtl",
+    "GraphSparseMTLCV": "tumorchar.models.mtl_cv",
+    "NearConstantFilter": "tumorchar.models.preprocessing",
     "ProportionSVM": "tumorchar.models.psvm",
     "UnsupervisedClassifier": "tumorchar.models.unsupervised",
 }

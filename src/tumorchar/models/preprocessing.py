@@ -54,6 +54,8 @@ class NearConstantFilter(SelectorMixin, BaseEstimator):
         self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         n = X.shape[0]
+        if n < 2:
+            raise ValueError(f"a feature's spread needs at least 2 samples; got {n} sample")
         median = np.median(X, axis=0)
         self.n_active_ = np.sum(np.abs(X - median) > self.atol, axis=0)
         self.min_active_ = min(n, max(int(self.min_count), math.ceil(self.min_share * n)))

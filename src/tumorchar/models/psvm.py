@@ -282,11 +282,13 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
         """Singleton bags with proportion 1 for classes_[1] and 0 for classes_[0]."""
         check_classification_targets(y)
         self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
-        if self.classes_.size != 2:
+        if self.classes_.size > 2:
             raise ValueError(
-                f"ProportionSVM learns two classes; y has {self.classes_.size} "
-                f"({self.classes_.tolist()[:5]})"
+                "Only binary classification is supported: ProportionSVM learns two "
+                f"classes, y has {self.classes_.size}"
             )
+        if self.classes_.size < 2:
+            raise ValueError("y holds one class only: nothing to separate")
         return np.arange(n), encoded.astype(np.float64)
 
     def fit(self, X, y=None, *, bags=None, proportions=None, sample_weight=None):
@@ -297,7 +299,10 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
             raise ValueError("give either y (labelled instances) or bags and proportions")
         if bags is None:
             if y is None:
-                raise ValueError("ProportionSVM.fit needs bags and proportions (or labels y)")
+                raise ValueError(
+                    "requires y to be passed, but the target y is None: ProportionSVM.fit "
+                    "needs bags and proportions, or labels y"
+                )
             X, y = validate_data(self, X, y, dtype=np.float64)
             bags, proportions = self._bags_from_labels(y, X.shape[0])
         else:
@@ -310,6 +315,8 @@ class ProportionSVM(ClassifierMixin, BaseEstimator):
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             if sample_weight.shape != (X.shape[0],) or np.any(sample_weight < 0):
                 raise ValueError("sample_weight must be non-negative with shape (n,)")
+            if not np.any(sample_weight > 0):
+                raise ValueError("sample weights are all zero: no instance to learn from")
         rng = check_random_state(self.random_state)
         map_seed, *restart_seeds = rng.randint(0, 2**31 - 1, size=int(self.n_restarts) + 1)
         self.feature_map_ = self._feature_map(X, int(map_seed))

@@ -58,6 +58,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from tumorchar.models.psvm import ProportionSVM
@@ -203,35 +204,55 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         self.n_estimators = n_estimators
         self.random_state = random_state
 
-    @staticmethod
-    def _check_finite_rows(X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim == 2:
-            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-            if bad.size:
-                raise ValueError(
-                    f"features of row(s) {bad[:10].tolist()} contain NaN or infinity; "
-                    "drop or re-extract those cases"
-                )
+    def _check_features(self, X, reset: bool) -> np.ndarray:
+        """validate_data, with non-finite rows named (a case id is one lookup away)."""
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False, reset=reset)
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+        if bad.size:
+            raise ValueError(
+                f"features of row(s) {bad[:10].tolist()} contain NaN or infinity; "
+                "drop or re-extract those cases"
+            )
         return X
 
-    def _naming_vector(self, name, values, n):
+    def _naming_score(self, values, n):
         if values is None:
-            needed = "naming_score" if self.naming == "label_free" else "y"
-            raise ValueError(f"naming={self.naming!r} needs `{needed}` in fit")
+            raise ValueError("naming='label_free' needs `naming_score` in fit")
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (n,) or not np.all(np.isfinite(values)):
-            raise ValueError(f"{name} must be a finite array of shape ({n},)")
+            raise ValueError(f"naming_score must be a finite array of shape ({n},)")
         return values
+
+    def _labels(self, y):
+        """naming="labels": y as booleans (True = classes_[1], the malignant class)."""
+        if y is None:
+            raise ValueError("naming='labels' requires y to be passed, but the target y is None")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if self.classes_.size > 2:
+            raise ValueError("Only binary classification is supported (benign vs malignant)")
+        if self.classes_.size < 2:
+            raise ValueError("y holds one class only: the clusters cannot be named")
+        return y == self.classes_[1]
 
     def fit(self, X, y=None, *, naming_score=None):
         """Fit on the training fold: X (n, d); ``naming_score`` (n,) for label-free naming
-        (y is then ignored), ``y`` (n,) in {0, 1} for ``naming="labels"``."""
+        (y is then ignored), ``y`` (n,) of two classes for ``naming="labels"`` (the larger
+        label, 1 for 0/1 labels, is malignant)."""
         self._validate_params()
-        X = validate_data(self, self._check_finite_rows(X), dtype=np.float64)
-        if X.shape[0] < 2:
-            raise ValueError(f"X must have at least 2 rows; got shape {X.shape}")
+        if self.naming == "labels" and y is not None:
+            X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite=False)
+            X = self._check_features(X, reset=False)
+        else:
+            X = self._check_features(X, reset=True)
         n = X.shape[0]
+        if n < 2:
+            raise ValueError(f"two clusters need at least 2 samples; got {n} sample")
+        if self.naming == "labels":
+            truth = self._labels(y)
+        else:
+            score = self._naming_score(naming_score, n)
+            self.classes_ = np.array([0, 1])
         rng = check_random_state(self.random_state)
         kmeans_seed, inner_seed = _seed(rng), _seed(rng)
 
@@ -243,17 +264,11 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         clusters = self.kmeans_.labels_
         if np.any(np.bincount(clusters, minlength=2) == 0):
             raise ValueError(_ONE_CLUSTER)
-
         if self.naming == "label_free":
-            score = self._naming_vector("naming_score", naming_score, n)
             self.malignant_cluster_ = name_clusters_label_free(clusters, score)
         else:
-            truth = self._naming_vector("y", y, n)
-            if not np.isin(truth, (0, 1)).all():
-                raise ValueError("y must hold 0 (benign / normal) and 1 (malignant / IPMN)")
             self.malignant_cluster_ = name_clusters_with_labels(clusters, truth)
         self.cluster_labels_ = (clusters == self.malignant_cluster_).astype(np.int64)
-        self.classes_ = np.array([0, 1])
         self.flip_share_ = float("nan")
         self.model_ = self._fit_inner(Xs, clusters, inner_seed)
         return self
@@ -306,7 +321,7 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         ``svm`` / ``psvm``: the SVM score; ``rf``: P(malignant) − 0.5.
         """
         check_is_fitted(self, "model_")
-        X = validate_data(self, self._check_finite_rows(X), dtype=np.float64, reset=False)
+        X = self._check_features(X, reset=False)
         Xs = self.scaler_.transform(X)
         if self.method == "cluster":
             sq = self.kmeans_.transform(Xs) ** 2
@@ -316,5 +331,11 @@ class UnsupervisedClassifier(ClassifierMixin, BaseEstimator):
         return self.model_.decision_function(Xs)
 
     def predict(self, X):
-        """0 = benign / normal, 1 = malignant / IPMN."""
-        return (self.decision_function(X) > 0).astype(np.int64)
+        """0 = benign / normal, 1 = malignant / IPMN (``classes_[1]`` for other labels)."""
+        malignant = self.decision_function(X) > 0
+        return self.classes_[malignant.astype(np.int64)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
