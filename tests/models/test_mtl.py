@@ -278,3 +278,104 @@ def test_radiologist_inconsistency_eq5():
     np.testing.assert_allclose(radiologist_inconsistency(ratings), [1.0, np.e, np.exp(2.0)])
     with pytest.raises(ValueError, match="without any rating"):
         radiologist_inconsistency([[np.nan, np.nan]])
+
+
+# ---- issue 14: the proposed model's parts do something, on a scale where rho means it ----
+
+
+def pair_problem(seed=0, n=300, d=30):
+    """Standardised features, tasks 0 and 1 with nearly equal slopes, task 0 noisier."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w = rng.standard_normal(d) * (rng.random(d) < 0.5)
+    Y = np.column_stack([X @ w, X @ (w + 0.1 * rng.standard_normal(d))])
+    Y += rng.standard_normal((n, 2)) * [3.0, 0.5]
+    return X, Y
+
+
+def test_rho1_on_the_mean_scale_changes_the_solution_on_a_graph_edge():
+    X, Y = pair_problem()
+    edge = np.array([[1.0], [-1.0]])
+    common = dict(rho2=0.01, graph=edge, loss="mean", fit_intercept=True, tol=1e-10)
+    free = GraphSparseMTL(rho1=0.0, **common).fit(X, Y)
+    coupled = GraphSparseMTL(rho1=0.5, **common).fit(X, Y)
+    change = np.linalg.norm(coupled.coef_ - free.coef_) / np.linalg.norm(free.coef_)
+    assert change > 0.05
+    gap = np.linalg.norm(coupled.coef_[:, 0] - coupled.coef_[:, 1])
+    assert gap < 0.5 * np.linalg.norm(free.coef_[:, 0] - free.coef_[:, 1])
+
+
+def test_mean_loss_is_the_sum_loss_with_rho_times_n():
+    X, Y = pair_problem(seed=1)
+    n = X.shape[0]
+    mean = GraphSparseMTL(rho1=0.2, rho2=0.05, graph=S_PATH[:2, :1], loss="mean", tol=1e-10)
+    summed = GraphSparseMTL(rho1=0.2 * n, rho2=0.05 * n, graph=S_PATH[:2, :1], tol=1e-10)
+    np.testing.assert_allclose(mean.fit(X, Y).coef_, summed.fit(X, Y).coef_, atol=1e-6)
+    assert mean.objective_ == pytest.approx(summed.objective_ / n, rel=1e-9)
+
+
+def test_training_mean_psi_makes_the_mean_error_unbiased_when_psi_is_uninformative():
+    rng = np.random.default_rng(2)
+    n, d = 2000, 10
+    w = rng.uniform(0.2, 0.6, d)  # 1^T w clearly non-zero: psi enters every prediction
+    X = rng.standard_normal((2 * n, d))
+    y = X @ w + 3.0 + 0.3 * rng.standard_normal(2 * n)
+    psi = np.exp(rng.uniform(0.0, 2.0, (2 * n, 1)))  # Eq. 5 values, unrelated to y
+    est = GraphSparseMTL(rho1=0.0, rho2=0.001, loss="mean", fit_intercept=True)
+    est.fit(X[:n], y[:n, None], psi=psi[:n])
+    error = est.predict(X[n:])[:, 0] - y[n:]
+    standard_error = error.std() / np.sqrt(n)
+    assert abs(error.mean()) < 3 * standard_error
+    as_zero = est.predict(X[n:], psi=np.zeros((n, 1)))[:, 0] - y[n:]
+    assert abs(as_zero.mean()) > 10 * standard_error  # what Psi = 0 did
+
+
+def test_a_dead_unit_cannot_produce_an_out_of_range_prediction():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tumorchar.models.preprocessing import NearConstantFilter
+
+    rng = np.random.default_rng(3)
+    n, d = 400, 12
+    X = np.maximum(rng.standard_normal((n, d)), 0.0)  # ReLU-like units
+    X[:, 5] = 0.0
+    X[7, 5] = 1e-3  # a unit that fired once in training
+    y = np.clip(3.0 + X[:, :4] @ np.array([0.8, -0.6, 0.5, 0.4]), 1.0, 5.0)
+    y = y + 0.1 * rng.standard_normal(n)
+    x_test = np.maximum(rng.standard_normal((1, d)), 0.0)
+    x_test[0, 5] = 2.0  # it fires on the test case
+    model = GraphSparseMTL(rho1=0.0, rho2=0.001, loss="mean", fit_intercept=True)
+    raw = make_pipeline(StandardScaler(), model).fit(X, y)
+    assert not 1.0 <= raw.predict(x_test)[0] <= 5.0  # the failure the filter prevents
+    cleaned = make_pipeline(NearConstantFilter(), StandardScaler(), model).fit(X, y)
+    assert not cleaned[0].get_support()[5]
+    assert 1.0 <= cleaned.predict(x_test)[0] <= 5.0
+
+
+def test_psi_is_a_fit_keyword_routed_through_a_pipeline():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, Y, psi = make_problem(60, 8, seed=17)
+    pipe = make_pipeline(StandardScaler(), GraphSparseMTL(rho2=1.0, fit_intercept=True))
+    pipe.fit(X, Y, graphsparsemtl__psi=psi)
+    np.testing.assert_allclose(pipe[-1].psi_mean_, psi.mean(axis=0))
+    assert "psi" not in GraphSparseMTL().get_params()
+
+
+def test_graph_sparse_mtl_cv_groups_inner_folds_by_patient_and_can_choose_rho1():
+    from tumorchar.models.mtl_cv import GraphSparseMTLCV
+
+    X, Y = pair_problem(seed=4, n=240)
+    groups = np.repeat(np.arange(60), 4)  # 4 cases per patient
+    est = GraphSparseMTLCV(rho1_grid=(0.0, 0.5), n_rho2=4, cv=3).fit(X, Y, groups=groups)
+    assert est.cv_mse_.shape == (2, 4)
+    assert est.rho1_ in (0.0, 0.5) and est.rho2_ in est.rho2_grid_
+    assert est.estimator_.rho1 == est.rho1_
+    np.testing.assert_allclose(est.predict(X), est.estimator_.predict(X))
+    # every inner split keeps each patient on one side
+    for train, test in est._splits(len(groups), groups):
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(ValueError, match="groups"):
+        GraphSparseMTLCV(cv=3).fit(X, Y, groups=np.repeat([0, 1], 120))
