@@ -1,7 +1,12 @@
 import numpy as np
-import pytest
 
-from tumorchar.experiments.e1_mtl import default_methods, run_e1
+from tumorchar.experiments.e1_mtl import (
+    PROPOSED,
+    RHO1_ZERO_SUFFIX,
+    TrainingFold,
+    default_methods,
+    run_e1,
+)
 from tumorchar.experiments.protocol import FoldFeatures, Protocol, make_folds
 from tumorchar.experiments.results import RESULT_COLUMNS, ResultLog
 
@@ -61,12 +66,27 @@ def test_fold_features_are_computed_once_per_fold_from_the_training_cases(lung_l
 
 
 def test_proposed_and_trace_norm_mtl_run_inside_the_folds(lung_like):
-    pytest.importorskip("tumorchar.models.mtl")
     data, X, _ = lung_like
     folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
     methods = [m for m in default_methods() if m.multitask]
     log = run_e1(data, {"c3d_finetuned": X}, folds, ResultLog("E1", "s", "h"), methods=methods)
     table = _summary(log)
-    assert len(table) == 3  # trace norm, proposed with and without Ψ
-    assert np.isfinite(table.values).all()
+    # trace norm; proposed, without Ψ, paper's fixed ρ; ρ1 = 0 rows of the two inner-CV ones
+    assert len(table) == 6
+    assert sum(name.endswith(RHO1_ZERO_SUFFIX) for name in table.index) == 2
+    main = table[["accuracy", "mean_abs_diff", "auc", "out_of_range"]]
+    assert np.isfinite(main.values).all()
     assert (table["accuracy"] > 0.5).all()
+    proposed = table.loc[[n for n in table.index if PROPOSED in n and "[" not in n][0]]
+    assert proposed["graph_edges"] >= 0 and np.isfinite(proposed["rho1_chosen"])
+    assert proposed["features_kept"] == X.shape[1]
+
+
+def test_inner_cross_validation_is_grouped_by_patient(lung_like):
+    data, _, _ = lung_like
+    train = TrainingFold(psi=None, groups=data.groups)
+    for inner_train, inner_test in train.inner_splits():
+        assert not set(data.groups[inner_train]) & set(data.groups[inner_test])
+    lasso, _ = default_methods()[0].build(train)
+    for inner_train, inner_test in lasso[-1].cv:  # LassoCV's own splits
+        assert not set(data.groups[inner_train]) & set(data.groups[inner_test])

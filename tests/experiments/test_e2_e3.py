@@ -20,9 +20,15 @@ def test_e2_reports_label_free_and_paper_protocol_rows(class_like):
     folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
     log = run_e2(data, X, folds, ResultLog("E2", "synthetic", "h"), rf_trees=20)
     table = _table(log)
-    assert len(table) == 8  # 4 methods × 2 naming rules
+    # 4 methods × 2 naming rules, and the 4 other ∝SVM readings (label-free only)
+    assert len(table) == 12
     marked = [m for m in table.index if "[paper protocol" in m]
     assert len(marked) == 4
+    variants = [m for m in table.index if m.startswith("Clustering + ∝SVM [")]
+    assert len(variants) == 4
+    psvm_rows = [m for m in table.index if "∝SVM" in m]
+    assert table.loc[psvm_rows, "flip_share"].between(0, 1).all()
+    assert table.drop(index=psvm_rows)["flip_share"].isna().all()
     proposed = table.loc["Clustering + ∝SVM (proposed)"]
     # the features separate the classes and the hint points the right way
     assert proposed["accuracy"] > 0.7 and proposed["auc"] > 0.8
@@ -31,6 +37,7 @@ def test_e2_reports_label_free_and_paper_protocol_rows(class_like):
         "Clustering + SVM",
         "Clustering + RF",
         "Proposed",
+        "",
     }
 
 

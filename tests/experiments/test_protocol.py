@@ -103,3 +103,18 @@ def test_fold_features_see_only_their_fold():
     assert seen == [2] and train.shape == (len(folds[2].train), 1)
     train, test = split_features(X[:, 0], folds[1])
     assert np.array_equal(test[:, 0], folds[1].test)
+
+
+def test_nadeau_bengio_interval_is_wider_than_the_t_interval_over_folds():
+    values = [0.70, 0.74, 0.78, 0.72, 0.76, 0.75, 0.71, 0.77, 0.73, 0.74]
+    s = summarize(values)
+    assert s.nb_low < s.ci_low < s.mean < s.ci_high < s.nb_high
+    # 10 folds: the half-width grows by sqrt(1 + k / (k - 1)) = sqrt(1 + 10/9)
+    ratio = (s.nb_high - s.mean) / (s.ci_high - s.mean)
+    assert ratio == pytest.approx(np.sqrt(1 + 10 / 9))
+
+
+def test_out_of_range_predictions_are_counted_before_clipping():
+    metrics = regression_metrics([2.0, 3.5, 4.0, 1.0], [0.2, 3.6, 7.0, 5.0])
+    assert metrics["out_of_range"] == 2
+    assert metrics["accuracy"] == pytest.approx(0.75)  # 0.2 -> 1 is within one of 2

@@ -31,6 +31,26 @@ METHODS = {
     "Clustering + RF": ("rf", "Clustering + RF"),
     "Clustering + ∝SVM (proposed)": ("psvm", "Proposed"),
 }
+PSVM_VARIANT_ROW = "Clustering + ∝SVM [{variant}]"
+
+
+def psvm_variant_methods(feature: str, exclude: str | None = None) -> dict:
+    """One row per reading of the ∝SVM bags and Eq. 9 (`unsupervised.PSVM_VARIANTS`),
+    label-free naming only; ``exclude`` names the one the proposed row already runs."""
+    from tumorchar.models.unsupervised import PSVM_VARIANTS
+
+    return {
+        PSVM_VARIANT_ROW.format(variant=name): (
+            feature,
+            "psvm",
+            "",
+            {"bags": bags, "proportions": proportions},
+        )
+        for name, (bags, proportions) in PSVM_VARIANTS.items()
+        if name != exclude
+    }
+
+
 NAMINGS = {
     "label_free": "",
     "labels": " [paper protocol: clusters named with training labels]",
@@ -46,10 +66,12 @@ def fit_unsupervised(
     seed: int,
     rf_trees: int = 100,
     psvm_restarts: int = 10,
+    options: dict | None = None,
 ):
     """`tumorchar.models.unsupervised.UnsupervisedClassifier` fitted on the training fold.
 
-    ``y_train`` reaches the pipeline only with ``naming="labels"`` (the paper's protocol)."""
+    ``y_train`` reaches the pipeline only with ``naming="labels"`` (the paper's protocol);
+    ``options`` are further constructor parameters (the ∝SVM bags and proportions)."""
     from tumorchar.models.unsupervised import UnsupervisedClassifier
 
     model = UnsupervisedClassifier(
@@ -58,6 +80,7 @@ def fit_unsupervised(
         n_estimators=rf_trees,
         n_restarts=psvm_restarts,
         random_state=seed,
+        **(options or {}),
     )
     if naming == "labels":
         return model.fit(X_train, y=y_train)
@@ -93,14 +116,19 @@ def run_unsupervised(
     rf_trees: int = 100,
     psvm_restarts: int = 10,
 ) -> ResultLog:
-    """Cross-validate ``methods`` (display name → (feature key, classifier, paper row)) for
-    every naming rule; metrics and predictions go into ``log``."""
+    """Cross-validate ``methods`` (display name → (feature key, classifier, paper row) or
+    (feature key, classifier, paper row, constructor options)) for every naming rule (a
+    method with options: label-free naming only); metrics and predictions go into ``log``.
+    ∝SVM rows also get ``flip_share`` (share of training cases whose ∝SVM label differs
+    from their cluster's name)."""
     labels = np.asarray(data.labels, int)
     if "label_free" in namings and data.naming_hint is None:
         namings = tuple(n for n in namings if n != "label_free")
     for fold in folds:
         splits = {}
-        for name, (feature, classifier, paper_row) in methods.items():
+        for name, spec in methods.items():
+            feature, classifier, paper_row = spec[:3]
+            options = spec[3] if len(spec) > 3 else None
             if feature not in features:
                 continue
             if feature not in splits:
@@ -109,6 +137,8 @@ def run_unsupervised(
             hint = None if data.naming_hint is None else data.naming_hint[fold.train]
             fitted = None
             for naming in namings:
+                if options and naming != "label_free":
+                    continue
                 method = name + NAMINGS[naming]
                 if on_step:
                     on_step(f"{experiment} {log.dataset} fold {fold.index + 1}: {method}")
@@ -125,11 +155,14 @@ def run_unsupervised(
                         seed + fold.index,
                         rf_trees,
                         psvm_restarts,
+                        options,
                     )
                     fitted = model
                 score = np.asarray(model.decision_function(X_test), float)
                 predicted = np.asarray(model.predict(X_test), int)
                 metrics = classification_metrics(labels[fold.test], predicted, score)
+                if classifier == "psvm":
+                    metrics["flip_share"] = model.flip_share_
                 log.add_fold(
                     method,
                     fold.index,
@@ -154,8 +187,12 @@ def run_e2(
     rf_trees: int = 100,
     psvm_restarts: int = 10,
 ) -> ResultLog:
-    """Table III on GIST features (an (n, 512) array)."""
+    """Table III on GIST features (an (n, 512) array), plus one row per other reading of
+    the ∝SVM bags (`psvm_variant_methods`)."""
+    from tumorchar.models.unsupervised import DEFAULT_PSVM_VARIANT
+
     methods = {name: ("gist", clf, row) for name, (clf, row) in METHODS.items()}
+    methods.update(psvm_variant_methods("gist", exclude=DEFAULT_PSVM_VARIANT))
     return run_unsupervised(
         "E2",
         data,

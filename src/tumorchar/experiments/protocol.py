@@ -144,11 +144,15 @@ def classification_metrics(y_true, y_pred, score=None) -> dict[str, float]:
 def regression_metrics(true_scores, predicted_scores, labels=None) -> dict[str, float]:
     """E1's metrics on clipped predictions: accuracy within ±1, mean absolute score
     difference, and (beyond the paper) the benign/malignant AUC of the predicted score (taken
-    before clipping, which would only add ties)."""
-    predicted = clip_scores(predicted_scores)
+    before clipping, which would only add ties) and ``out_of_range``, the number of
+    predictions outside [1, 5] before clipping (clipping hides them from the first two
+    metrics, not from the AUC)."""
+    raw = np.asarray(predicted_scores, dtype=float)
+    predicted = clip_scores(raw)
     metrics = {
         "accuracy": accuracy_within_one(true_scores, predicted),
         "mean_abs_diff": mean_absolute_score_difference(true_scores, predicted),
+        "out_of_range": float(np.sum(raw != predicted)),
     }
     if labels is not None:
         metrics["auc"] = safe_auc(labels, predicted_scores)
@@ -157,16 +161,29 @@ def regression_metrics(true_scores, predicted_scores, labels=None) -> dict[str, 
 
 @dataclass(frozen=True)
 class Summary:
+    """Fold mean; ``ci_low``/``ci_high``: the t-interval over folds; ``nb_low``/``nb_high``:
+    the Nadeau-Bengio corrected interval (NaN when it cannot be formed)."""
+
     mean: float
     std: float
     ci_low: float
     ci_high: float
     n: int
+    nb_low: float = np.nan
+    nb_high: float = np.nan
 
 
-def summarize(values, confidence: float = 0.95) -> Summary:
-    """Mean over folds with a Student-t confidence interval:
-    m ± t_{(1+c)/2, k−1} · s / √k, with s the sample standard deviation of the k fold values.
+def summarize(values, confidence: float = 0.95, test_train_ratio: float | None = None) -> Summary:
+    """Mean over folds with two intervals.
+
+    - t-interval over folds: m ± t_{(1+c)/2, k−1} · s / √k, with s the sample standard
+      deviation of the k fold values. It treats the folds as independent samples, but they
+      share training data, so it is too narrow.
+    - Nadeau-Bengio corrected interval: m ± t_{(1+c)/2, k−1} · s · √(1/k + n_test/n_train),
+      which widens it for the overlap of the training sets (Nadeau & Bengio, Machine Learning
+      52, 2003). ``test_train_ratio`` is n_test/n_train; by default 1/(k − 1), the ratio of
+      k-fold cross-validation.
+
     NaN fold values (e.g. an AUC on a one-class fold) are left out."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
@@ -177,8 +194,11 @@ def summarize(values, confidence: float = 0.95) -> Summary:
     if k == 1:
         return Summary(mean, np.nan, np.nan, np.nan, 1)
     std = float(values.std(ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, k - 1) * std / np.sqrt(k))
-    return Summary(mean, std, mean - half, mean + half, k)
+    quantile = float(stats.t.ppf((1 + confidence) / 2, k - 1))
+    half = quantile * std / np.sqrt(k)
+    ratio = 1.0 / (k - 1) if test_train_ratio is None else float(test_train_ratio)
+    nb_half = quantile * std * np.sqrt(1.0 / k + ratio)
+    return Summary(mean, std, mean - half, mean + half, k, mean - nb_half, mean + nb_half)
 
 
 # --- features per fold ----------------------------------------------------------------------

@@ -75,6 +75,8 @@ PSVM_VARIANTS = {
     "one-bag": ("one", "hard"),
     "subclusters": ("subclusters", "hard"),
 }
+# The reading UnsupervisedClassifier uses by default (and E2's proposed row).
+DEFAULT_PSVM_VARIANT = "hard"
 _ONE_CLUSTER = (
     "k-means put every training case in one cluster (all feature vectors are identical); "
     "the two classes cannot be separated"
