@@ -138,7 +138,7 @@ def per_task_lasso(
     duality gap <= ``gap_tol``.
 
     X is an (n, d) array shared by the tasks or a list of M arrays; Y is (n, M). The APG
-    solve is tightened (warm-started, tolerance / 100 each time) until the certificate of
+    solve is tightened (warm-started, from tolerance 1e-3 down by 10 each time) until the certificate of
     `lasso_duality_gap` is met; if ``max_iter`` iterations run out first, a
     ConvergenceWarning gives the gap reached. Returns (W (d, M), largest relative gap).
     """
@@ -146,14 +146,14 @@ def per_task_lasso(
     targets = Y if not isinstance(X, list | tuple) else [Y[:, i] for i in range(Y.shape[1])]
     smooth = MultiTaskQuadratic(X, targets)
     penalty = L1Penalty(rho)
-    W, used, tol = None, 0, 1e-8
+    W, used, tol = None, 0, 1e-3
     while True:
         result = apg_working_set(smooth, penalty, W, tol=tol, max_iter=max_iter - used, warn=False)
         W, used = result.coef, used + result.n_iter
         gap = float(np.max(lasso_duality_gap(smooth, W, rho)))
         if gap <= gap_tol or used >= max_iter or tol < 1e-14:
             break
-        tol *= 1e-2
+        tol *= 0.1
     if gap > gap_tol:
         warnings.warn(
             f"task-graph Lasso stopped after {used} iterations at a relative duality gap "
