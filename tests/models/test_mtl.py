@@ -370,7 +370,8 @@ def test_graph_sparse_mtl_cv_groups_inner_folds_by_patient_and_can_choose_rho1()
     X, Y = pair_problem(seed=4, n=240)
     groups = np.repeat(np.arange(60), 4)  # 4 cases per patient
     est = GraphSparseMTLCV(rho1_grid=(0.0, 0.5), n_rho2=4, cv=3).fit(X, Y, groups=groups)
-    assert est.cv_mse_.shape == (2, 4)
+    assert est.cv_mse_rho2_.shape == (4,) and est.cv_mse_rho1_.shape == (2,)
+    assert est.rho1_ == (0.0, 0.5)[int(np.argmin(est.cv_mse_rho1_))]
     assert est.rho1_ in (0.0, 0.5) and est.rho2_ in est.rho2_grid_
     assert est.estimator_.rho1 == est.rho1_
     np.testing.assert_allclose(est.predict(X), est.estimator_.predict(X))

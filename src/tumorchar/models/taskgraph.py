@@ -138,8 +138,8 @@ def per_task_lasso(
     duality gap <= ``gap_tol``.
 
     X is an (n, d) array shared by the tasks or a list of M arrays; Y is (n, M). The APG
-    solve is tightened (warm-started, from tolerance 1e-3 down by 10 each time) until the certificate of
-    `lasso_duality_gap` is met; if ``max_iter`` iterations run out first, a
+    solve is tightened (warm-started, from tolerance 1e-3 down by 10 each time) until the
+    certificate of `lasso_duality_gap` is met; if ``max_iter`` iterations run out first, a
     ConvergenceWarning gives the gap reached. Returns (W (d, M), largest relative gap).
     """
     Y = np.asarray(Y, dtype=float)
