@@ -141,3 +141,22 @@ def extract_mri_region(scan: Scan, roi: np.ndarray, settings: MRIRegionSettings)
         center_mm=tuple(float(v) for v in scan.point_of(center_kji[::-1])),
         padded_fraction=0.0,
     )
+
+
+def region_mask(scan: Scan, center_mm: np.ndarray, settings) -> np.ndarray:
+    """The voxels of `scan` (bool, z, y, x) inside the region a model looks at around a point.
+
+    CT (`RegionSettings`): the cube `extract_patch` samples, i.e. the voxels whose centres
+    lie within n·s/2 of the centre along each of the scan's axes (n = round(size / s) samples
+    of spacing s, `tumorchar.data.resample.patch_axes`). MRI (`MRIRegionSettings`): the ROI
+    square of `point_roi`.
+    """
+    if isinstance(settings, MRIRegionSettings):
+        return point_roi(scan, center_mm, settings.roi_extent_mm)
+    n = max(1, int(round(settings.size_mm / settings.spacing_mm)))
+    half = n * settings.spacing_mm / 2.0
+    inside = [
+        np.abs(coords - c) <= half + 1e-6
+        for coords, c in zip(scan.volume.axes_mm(), scan.axes_coordinates(center_mm), strict=True)
+    ]
+    return inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
