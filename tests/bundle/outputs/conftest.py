@@ -39,7 +39,14 @@ def make_result(center_mm, kind="mtl", label="malignant", case_id="case007"):
         probability_method="logistic calibration (test)",
         malignancy=4.25 if kind == "mtl" else None,
         attributes=attributes if kind == "mtl" else {},
-        region={"center_mm": list(center_mm), "padded_fraction": 0.0, "kind": "ct-cube"},
+        region={
+            "center_mm": list(center_mm),
+            "padded_fraction": 0.0,
+            "kind": "ct-cube",
+            "size_mm": 24.0,
+            "spacing_mm": 1.0,
+            "fill_value": -1000.0,
+        },
     )
 
 
