@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
+		apt-get update && apt-get install -y chromium chromium-driver; \
 	else \
 		echo "note: chromium / chromedriver missing and apt-get unavailable (needs root):" \
 		     "the browser tests will be skipped"; \
