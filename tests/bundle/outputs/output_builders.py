@@ -13,6 +13,9 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tumorchar.bundle.characterizer import Characterization
+from tumorchar.bundle.outputs.algorithm import Algorithm
+
 #: Header values of the source that no output may contain (keyword → value).
 IDENTITY = {
     "PatientName": "Zyxquor^Hepzibah",
@@ -122,3 +125,46 @@ def all_text(path: Path) -> bytes:
 
 def read(path: Path):
     return pydicom.dcmread(path)
+
+
+def make_result(center_mm, kind="mtl", label="malignant", case_id="case007"):
+    attributes = {
+        "calcification": 5.6,
+        "spiculation": 2.2,
+        "sphericity": 3.9,
+        "lobulation": 2.6,
+        "margin": 3.4,
+        "texture": 4.7,
+    }
+    return Characterization(
+        case_id=case_id,
+        kind=kind,
+        modality="ct",
+        label=label,
+        probability=0.8125 if label == "malignant" else 0.25,
+        probability_method="logistic calibration (test)",
+        malignancy=4.25 if kind == "mtl" else None,
+        attributes=attributes if kind == "mtl" else {},
+        region={
+            "center_mm": list(center_mm),
+            "padded_fraction": 0.0,
+            "kind": "ct-cube",
+            "size_mm": 24.0,
+            "spacing_mm": 1.0,
+            "fill_value": -1000.0,
+        },
+    )
+
+
+def make_algorithm(is_phantom=True, kind="mtl") -> Algorithm:
+    return Algorithm(
+        version="0.1.0",
+        bundle_sha256="ab12" * 16,
+        kind=kind,
+        features="C3D fc6 (cpu preset, fine-tuned from random-init)",
+        modality="ct",
+        training_source="phantom" if is_phantom else "lidc",
+        n_training_cases=24,
+        is_phantom=is_phantom,
+        created_utc="2026-12-02T06:00:00Z",
+    )

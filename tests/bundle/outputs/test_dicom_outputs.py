@@ -6,8 +6,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from conftest import make_algorithm, make_result
-from output_builders import ALLOWED, IDENTITY
+from output_builders import ALLOWED, IDENTITY, make_algorithm, make_result
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage
 

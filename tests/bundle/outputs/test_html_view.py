@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_algorithm, make_result
-from output_builders import IDENTITY
+from output_builders import IDENTITY, make_algorithm, make_result
 
 from tumorchar.bundle.outputs.algorithm import PHANTOM_WARNING
 from tumorchar.bundle.outputs.html import CaseView, render_html, write_html

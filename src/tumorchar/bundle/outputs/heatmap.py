@@ -66,7 +66,8 @@ class Heatmap:
     layer: str | None = None
 
     def on_scan(self, scan: Any) -> np.ndarray:
-        """The map on the voxels of `scan` (a `bundle.scan.Scan`), float32 (z, y, x)."""
+        """The map on the voxels of `scan` (a `bundle.scan.Scan`), float32 (z, y, x), scaled
+        again to a maximum of 1 (interpolation lowers peaks narrower than a voxel)."""
         from tumorchar.data.resample import resample_on_axes
 
         volume = scan.volume
@@ -76,7 +77,7 @@ class Heatmap:
         else:
             values = self.values
         mapped, _ = resample_on_axes(values, axes_in, volume.axes_mm(), fill=0.0)
-        return np.clip(mapped, 0.0, None).astype(np.float32)
+        return _unit_max(mapped)
 
 
 def grad_cam(
