@@ -333,7 +333,7 @@ def _heat_rgba(heat: np.ndarray) -> np.ndarray:
 
     heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
     rgba = colormaps["inferno"](heat)
-    rgba[..., 3] = np.where(heat > 0.05, 0.25 + 0.45 * heat, 0.0)
+    rgba[..., 3] = np.where(heat > 0.15, 0.15 + 0.45 * heat, 0.0)  # faint heat stays unpainted
     return (rgba * 255).astype(np.uint8)
 
 

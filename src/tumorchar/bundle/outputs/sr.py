@@ -170,9 +170,7 @@ def _measurement_group(number, finding: Finding, source, algorithm: Algorithm, s
     scores = {"malignancy": result.malignancy} if result.malignancy is not None else {}
     scores |= dict(result.attributes)
     measurements = [
-        hd.sr.Measurement(
-            name=concept(task), value=float(value), unit=unit, algorithm_id=algorithm_id
-        )
+        hd.sr.Measurement(name=concept(task), value=float(value), unit=unit)
         for task, value in scores.items()
         if task in LIDC_CONCEPTS
     ]
@@ -181,7 +179,6 @@ def _measurement_group(number, finding: Finding, source, algorithm: Algorithm, s
             name=codes.DCM.Probability,
             value=float(result.probability),
             unit=codes.UCUM.NoUnits,
-            algorithm_id=algorithm_id,
         )
     )
     _, finding_type, site = segment_codes(algorithm.modality)
