@@ -402,6 +402,7 @@ def _write_parametric_map(path: Path, values, heatmap: Heatmap, source, algorith
         content_description=explanation[:64],
         series_description=algorithm.series_description("heatmap"),
     )
+    pm.Laterality = ""  # type 2C in the General Series module; a lung nodule's side is unknown here
     with replacing(path) as tmp:
         pm.save_as(tmp, enforce_file_format=True)
     return path
