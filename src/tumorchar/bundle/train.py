@@ -34,6 +34,7 @@ from tumorchar.bundle.extractors import NETWORK_FILE, C3DExtractor, GistExtracto
 from tumorchar.bundle.format import canonical_json, write_bundle
 from tumorchar.bundle.region import MRIRegionSettings, RegionSettings
 from tumorchar.bundle.state import estimators_to_state
+from tumorchar.errors import TrainingError  # noqa: F401  (re-exported)
 
 GIST_SETTINGS = {"image_size": 128, "orientations": [8, 8, 8, 8], "n_blocks": 4, "fc_prefilt": 4}
 MTL_DEFAULTS = {"rho1": 1.0, "rho2": 10.0}
@@ -43,10 +44,6 @@ Log = Callable[[str], None]
 
 def _quiet(message: str) -> None:
     return None
-
-
-class TrainingError(ValueError):
-    """The patch store cannot train the requested model."""
 
 
 def _now() -> str:

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorchar._io import atomic_path, write_json_atomic, write_parquet_atomic
 from tumorchar.data.cohort_store import PAPER_TASKS
+from tumorchar.errors import CaseError, StoreMismatchError  # noqa: F401  (re-exported)
 
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
@@ -52,14 +54,6 @@ ARRAY_KEYS = ("volume", "slice2d", "mask", "mask2d")
 FORMAT_VERSION = 1
 # the index is rewritten (atomically) at least this often while a batch runs, for resuming
 INDEX_FLUSH_SECONDS = 10.0
-
-
-class CaseError(ValueError):
-    """A case could not be turned into a patch; the message names the case."""
-
-
-class StoreMismatchError(ValueError):
-    """An existing store folder was written with another source or other settings."""
 
 
 @dataclass(frozen=True)
@@ -111,27 +105,19 @@ def _store_hash(source: str, settings: dict, index: pd.DataFrame) -> str:
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, default=float)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: Sequence[str]) -> None:
     """An `.npz` readable by `np.load`: members in `compress` deflated, the others stored
     (noisy float32 barely compresses and zlib would dominate the write time)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-            for key, value in arrays.items():
-                kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = kind
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for key, value in arrays.items():
+            kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = kind
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_case_id(case_id: str) -> None:
@@ -232,9 +218,7 @@ class PatchStoreWriter:
     def flush(self, failures: dict[str, str] | None = None, complete: bool = False) -> None:
         """Rewrite index.parquet and store.json atomically (index first)."""
         table = self.index()
-        tmp = self.folder / (INDEX_NAME + ".tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.folder / INDEX_NAME)
+        write_parquet_atomic(table, self.folder / INDEX_NAME)
         _atomic_json(
             self.folder / STORE_NAME,
             {

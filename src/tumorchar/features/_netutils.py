@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tumorchar._io import atomic_path
+
 #: CT intensity window in Hounsfield units mapped to [0, 1]: from air (-1000 HU) to dense
 #: calcification (+400 HU). Lung parenchyma (~-850 HU) lands near 0.1, ground glass (~-600 HU)
 #: near 0.29, solid soft tissue (0-50 HU) near 0.71-0.75, calcium at 1.
@@ -123,10 +125,9 @@ def save_safetensors_atomic(
     from safetensors.torch import save_file
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(flat, str(tmp), metadata)
     return p
 
 
