@@ -3,7 +3,8 @@
 Layout (docs/architecture.md, stage 2):
 
 - `index.parquet`: one row per case: `case_id patient_id source label`, the 7 mean scores
-  (NaN for MRI), `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
+  (NaN for MRI), their Eq. 5 inconsistency `psi_<task>` (NaN when unknown),
+  `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
 - `arrays/<case_id>.npz`: `volume` float32 (z, y, x), `slice2d` float32 (y, x) (the central
   axial slice, index z // 2), `mask` bool (z, y, x), `mask2d` bool (y, x);
 - `store.json`: source kind, phantom flag and note, settings, failures, the store's hash.
@@ -32,6 +33,7 @@ import pandas as pd
 from tumorchar._io import atomic_path, write_json_atomic, write_parquet_atomic
 from tumorchar.data.cohort_store import PAPER_TASKS
 from tumorchar.errors import CaseError, StoreMismatchError  # noqa: F401  (re-exported)
+from tumorchar.vocab import PSI_COLUMNS
 
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
@@ -45,6 +47,7 @@ INDEX_COLUMNS = (
     "source",
     "label",
     *SCORE_COLUMNS,
+    *PSI_COLUMNS,
     "equivalent_diameter_mm",
     "spacing_mm",
     "padded_fraction",
@@ -211,7 +214,8 @@ class PatchStoreWriter:
     def index(self) -> pd.DataFrame:
         rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
         table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm", "padded_fraction"):
+        numeric = (*SCORE_COLUMNS, *PSI_COLUMNS, "equivalent_diameter_mm", "spacing_mm")
+        for column in (*numeric, "padded_fraction"):
             table[column] = table[column].astype(float)
         return table
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tumorchar._io import save_npz_atomic, write_text_atomic
+from tumorchar.progress import progress_bar
 from tumorchar.provenance import canonical_json, json_default, package_versions, sha256_text  # noqa: F401 (canonical_json re-exported)
 
 FEATURES_FILE = "features.npz"
@@ -207,7 +208,7 @@ class FeatureStore:
         partial.mkdir(parents=True, exist_ok=True)
         starts = range(0, len(case_ids), batch_size)
         parts, failures = [], {}
-        with _ProgressBar(progress, f"{extractor} features", len(case_ids)) as advance:
+        with progress_bar(progress, len(case_ids), f"{extractor} features") as advance:
             for start in starts:
                 batch = case_ids[start : start + batch_size]
                 path = partial / f"batch-{start:07d}.npz"
@@ -304,31 +305,3 @@ def load_feature_folder(folder: str | os.PathLike) -> dict[str, FeatureSet]:
     if not sets:
         raise ValueError(f"{folder}: no outputs")
     return sets
-
-
-class _ProgressBar:
-    """Context manager yielding advance(n); a Rich bar on stderr when enabled."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.progress.start()
-        task = self.progress.add_task(self.description, total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.stop()
