@@ -85,3 +85,25 @@ def write_parquet_atomic(frame, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted run left in ``folder`` (their writer's
+    process is gone; a live writer's temporaries are left alone). Returns what was removed."""
+    removed = []
+    for path in Path(folder).glob(f".*{TMP_MARK}*"):
+        pid = path.name.split(TMP_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -27,6 +27,7 @@ class CohortResult:
     summary: dict
     reused: bool
     database: Path
+    database_sha256: str
 
 
 def cohort_settings(min_reads: int = 3, tolerance: float | None = None) -> dict:
@@ -58,7 +59,7 @@ def build_cohort_folder(
         and previous.get("database_sha256") == db_hash
         and previous.get("settings") == settings
     ):
-        return CohortResult(out, previous["summary"], True, path)
+        return CohortResult(out, previous["summary"], True, path, db_hash)
     if status is not None:
         status(f"reading {path.name}")
     scans = lidc.read_database(path)
@@ -77,4 +78,4 @@ def build_cohort_folder(
             "tumorchar_version": __version__,
         },
     )
-    return CohortResult(out, summary, False, path)
+    return CohortResult(out, summary, False, path, db_hash)

@@ -30,7 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tumorchar._io import atomic_path, write_json_atomic, write_parquet_atomic
+from tumorchar._io import (
+    atomic_path,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from tumorchar.data.cohort_store import PAPER_TASKS
 from tumorchar.errors import CaseError, StoreMismatchError  # noqa: F401  (re-exported)
 from tumorchar.vocab import PSI_COLUMNS
@@ -148,8 +153,8 @@ class PatchStoreWriter:
         self.compress_arrays = tuple(compress_arrays)
         self.arrays_dir = self.folder / ARRAYS_DIR
         self.arrays_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.folder.glob("*.tmp"), *self.arrays_dir.glob("*.tmp")]:
-            stale.unlink()  # left by an interrupted run: never a valid file
+        for folder in (self.folder, self.arrays_dir):
+            remove_stale_temporaries(folder)  # left by an interrupted run: never valid
         self._rows: dict[str, dict] = {}
         self._check_existing()
         self._last_flush = time.monotonic()

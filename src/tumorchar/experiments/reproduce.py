@@ -263,7 +263,8 @@ class Reproduction:
             return mri_cases(store, protocol)
 
         inputs = (patches,) if cohort is None else (patches, cohort)
-        cases = self.runner.run(Stage(name, compute, {"protocol": protocol.as_dict()}, inputs))
+        settings = {"protocol": protocol.as_dict()}
+        cases = self.runner.run(Stage(name, compute, settings, inputs, recorded=False))
         self.counts[dataset] = cases.counts()
         self.stores[dataset] = self.runner.values[patches]
         return name

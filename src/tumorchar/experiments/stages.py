@@ -65,6 +65,7 @@ class Stage:
     load: Callable[[Path], Any] | None = None
     folder: str | None = None
     fingerprint: Callable[[Any], str] | None = None
+    recorded: bool = True  # False: a cheap in-memory step, left out of the stage times
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,12 @@ class StageRunner:
         key = self.key(stage)
         folder = self.folder(stage)
         nested = self._depth > 0
+        if not stage.recorded:
+            value = stage.compute({n: self.values[n] for n in stage.inputs}, None)
+            if stage.fingerprint is not None:
+                key = digest([key, stage.fingerprint(value)])
+            self.values[stage.name], self.keys[stage.name] = value, key
+            return value
         self._announce(stage.name, nested)
         slot = len(self.records)  # a stage is listed before the stages it runs
         self.records.append(StageRecord(stage.name, key, 0.0, False, nested))
