@@ -14,10 +14,10 @@ from tumorchar.bundle.outputs.algorithm import PHANTOM_WARNING
 from tumorchar.bundle.outputs.seg import Segment, write_seg
 from tumorchar.bundle.outputs.source import (
     ALLOWED_ATTRIBUTES,
-    SourceSeriesError,
     read_source_series,
 )
 from tumorchar.bundle.outputs.sr import LIDC_CONCEPTS, Finding, concept, write_sr
+from tumorchar.errors import ScanError
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_mask_off_the_source_grid_is_refused(dicom_series, algorithm, tmp_path):
 
 def test_folder_without_images_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(SourceSeriesError, match="no DICOM image"):
+    with pytest.raises(ScanError, match="no DICOM image"):
         read_source_series(tmp_path)
 
 

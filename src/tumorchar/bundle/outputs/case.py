@@ -120,7 +120,7 @@ def _finding_name(model: Any) -> str:
 
 def _source(scan_path: Path | None, case: scans.Scan) -> list:
     """The stand-ins of the scan's DICOM series, checked against the scan's grid."""
-    from tumorchar.bundle.outputs.source import SourceSeriesError, read_source_series
+    from tumorchar.bundle.outputs.source import read_source_series
 
     dicom = scan_path is not None and (
         scan_path.is_dir() or scan_path.name.lower().endswith(".dcm")
@@ -130,10 +130,7 @@ def _source(scan_path: Path | None, case: scans.Scan) -> list:
             f"case {case.case_id}: DICOM SR / SEG / Parametric Map outputs need a DICOM scan "
             "(a series folder or a .dcm file); write the heatmap as .nii.gz or .nrrd instead"
         )
-    try:
-        source = read_source_series(scan_path, case.case_id)
-    except SourceSeriesError as error:
-        raise scans.ScanError(str(error)) from None
+    source = read_source_series(scan_path, case.case_id)
     shape = (len(source), int(source[0].Rows), int(source[0].Columns))
     if shape != case.shape_zyx:
         raise scans.ScanError(

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tumorchar.bundle.outputs._files import replacing
+from tumorchar._io import atomic_path
 from tumorchar.bundle.outputs.algorithm import Algorithm
 
 PM_SERIES_NUMBER = 9103
@@ -358,7 +358,8 @@ def write_heatmap(
 
     volume = scan.volume
     image = Volume(values_zyx, volume.spacing, volume.origin, volume.direction).to_sitk()
-    with replacing(path) as tmp:
+    suffix = next(s for s in IMAGE_SUFFIXES if lower.endswith(s))  # SimpleITK reads it
+    with atomic_path(path, suffix) as tmp:
         sitk.WriteImage(image, str(tmp), True)
     return path
 
@@ -403,6 +404,6 @@ def _write_parametric_map(path: Path, values, heatmap: Heatmap, source, algorith
         series_description=algorithm.series_description("heatmap"),
     )
     pm.Laterality = ""  # type 2C in the General Series module; a lung nodule's side is unknown here
-    with replacing(path) as tmp:
+    with atomic_path(path) as tmp:
         pm.save_as(tmp, enforce_file_format=True)
     return path

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorchar.bundle.outputs._files import replacing
+from tumorchar._io import atomic_path
 from tumorchar.bundle.outputs.algorithm import Algorithm
 
 MAX_SLICES = 16  # per view; evenly spaced through the region, the centre slice included
@@ -81,7 +81,7 @@ def write_html(path: str | os.PathLike, views: Sequence[CaseView], title: str | 
 def write_page(path: str | os.PathLike, fragments: Sequence[Fragment], title: str | None = None):
     """Write a page of already rendered case fragments (atomically)."""
     page = assemble(fragments, title)
-    with replacing(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return Path(path)
 

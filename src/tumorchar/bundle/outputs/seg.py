@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorchar.bundle.outputs._files import replacing
+from tumorchar._io import atomic_path
 from tumorchar.bundle.outputs.algorithm import Algorithm
 
 SEG_SERIES_NUMBER = 9101
@@ -86,7 +86,7 @@ def write_seg(
         content_label="TUMORCHAR",
         content_description=f"region used by {algorithm.name} {algorithm.model_name}"[:64],
     )
-    with replacing(path) as tmp:
+    with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return WrittenSeg(
         path=Path(path),

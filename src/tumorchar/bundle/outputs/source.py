@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorchar.errors import ScanError
+
 #: Patient / study attributes copied from the source into every DICOM output (if present).
 ALLOWED_ATTRIBUTES = (
     "PatientID",
@@ -69,15 +71,11 @@ EMPTY_REQUIRED = (
 )
 
 
-class SourceSeriesError(ValueError):
-    """The source of a DICOM output is missing, unreadable or not one image series."""
-
-
 def read_source_series(path: str | os.PathLike, case_id: str | None = None) -> list:
     """Headers (no pixels) of the image series in a folder or of one DICOM file, as stand-ins.
 
-    Files that are not DICOM or carry no image (side files, an SR) are skipped; several
-    series in one folder are refused, as `read_dicom_series` refuses them.
+    Files that are not DICOM or carry no image (side files, an SR) are skipped; no image or
+    several series in one folder raise `ScanError`, as `read_dicom_series` refuses them.
     """
     import pydicom
 
@@ -93,10 +91,10 @@ def read_source_series(path: str | os.PathLike, case_id: str | None = None) -> l
         if "Rows" in ds and "SOPInstanceUID" in ds and "ImagePositionPatient" in ds:
             headers.append(ds)
     if not headers:
-        raise SourceSeriesError(f"case {name}: no DICOM image with a position in {path}")
+        raise ScanError(f"case {name}: no DICOM image with a position in {path}")
     series = {str(ds.SeriesInstanceUID) for ds in headers}
     if len(series) > 1:
-        raise SourceSeriesError(f"case {name}: {len(series)} DICOM series mixed in {path}")
+        raise ScanError(f"case {name}: {len(series)} DICOM series mixed in {path}")
     return stand_ins(sort_by_position(headers))
 
 

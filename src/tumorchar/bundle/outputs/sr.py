@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tumorchar.bundle.outputs._files import replacing
+from tumorchar._io import atomic_path
 from tumorchar.bundle.outputs.algorithm import Algorithm
 from tumorchar.bundle.outputs.seg import WrittenSeg, segment_codes
 
@@ -137,7 +137,7 @@ def write_sr(
         is_verified=False,
         series_description=algorithm.series_description("report"),
     )
-    with replacing(path) as tmp:
+    with atomic_path(path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
     return WrittenSR(Path(path), str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID))
 
