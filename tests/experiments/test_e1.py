@@ -3,12 +3,12 @@ import numpy as np
 from tumorchar.experiments.e1_mtl import (
     PROPOSED,
     RHO1_ZERO_SUFFIX,
-    TrainingFold,
     default_methods,
     run_e1,
 )
 from tumorchar.experiments.protocol import FoldFeatures, Protocol, make_folds
 from tumorchar.experiments.results import RESULT_COLUMNS, ResultLog
+from tumorchar.models.recipes import LASSO, inner_splits
 
 SKLEARN_ONLY = [m for m in default_methods() if "MTL" not in m.name]
 
@@ -54,7 +54,7 @@ def test_fold_features_are_computed_once_per_fold_from_the_training_cases(lung_l
         return X[fold.train] - center, X[fold.test] - center
 
     methods = [m for m in SKLEARN_ONLY if m.feature == "gist"]
-    methods = [type(m)(m.name, "c3d_finetuned", m.build) for m in methods]
+    methods = [type(m)(m.name, "c3d_finetuned", m.recipe) for m in methods]
     run_e1(
         data,
         {"c3d_finetuned": FoldFeatures(finetuned)},
@@ -83,10 +83,9 @@ def test_proposed_and_trace_norm_mtl_run_inside_the_folds(lung_like):
 
 
 def test_inner_cross_validation_is_grouped_by_patient(lung_like):
-    data, _, _ = lung_like
-    train = TrainingFold(psi=None, groups=data.groups)
-    for inner_train, inner_test in train.inner_splits():
+    data, X, _ = lung_like
+    for inner_train, inner_test in inner_splits(data.groups):
         assert not set(data.groups[inner_train]) & set(data.groups[inner_test])
-    lasso, _ = default_methods()[0].build(train)
+    lasso = LASSO.fit(X, data.scores[:, 0], groups=data.groups)
     for inner_train, inner_test in lasso[-1].cv:  # LassoCV's own splits
         assert not set(data.groups[inner_train]) & set(data.groups[inner_test])

@@ -30,25 +30,23 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LassoCV, LinearRegression, RidgeCV
-from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from tumorchar.data.cohort_store import PAPER_TASKS
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
 from tumorchar.experiments.results import ResultLog
-from tumorchar.models.mtl import PAPER_RHO1, PAPER_RHO2, GraphSparseMTL, TraceNormMTL
+from tumorchar.models.mtl import GraphSparseMTL
 from tumorchar.models.mtl_cv import GraphSparseMTLCV
-from tumorchar.models.preprocessing import NearConstantFilter
+from tumorchar.models.recipes import (
+    LASSO,
+    LINEAR,
+    MTL_WITHOUT_PSI,
+    PAPER_RHO_MTL,
+    PROPOSED_MTL,
+    RIDGE,
+    TRACE_NORM_MTL,
+    ModelRecipe,
+)
 from tumorchar.models.taskgraph import GRAPH_THRESHOLD
-
-TASKS = PAPER_TASKS
-ATTRIBUTES = TASKS[1:]
-RIDGE_ALPHAS = np.logspace(-2, 5, 15)
-# The reference toolbox (MALSAR) stops when the relative objective change is below 1e-4.
-MTL_TOL = 1e-4
-INNER_SPLITS = 3  # inner cross-validation (Lasso / Ridge strength, MTL rho), by patient
+from tumorchar.vocab import ATTRIBUTES, TASKS  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -78,80 +76,19 @@ class E1Data:
 
 
 @dataclass(frozen=True)
-class TrainingFold:
-    """What a method may learn from besides its features: the training fold's Eq. 5 values
-    (psi, (n_train, 7) or None) and patients (for inner cross-validation by patient)."""
-
-    psi: np.ndarray | None
-    groups: np.ndarray
-    seed: int = 0
-
-    def inner_splits(self, n_splits: int = INNER_SPLITS) -> list:
-        """`GroupKFold` splits of the training rows: no patient on both sides."""
-        n_groups = len(np.unique(self.groups))
-        splitter = GroupKFold(min(n_splits, n_groups))
-        return list(splitter.split(np.zeros(len(self.groups)), groups=self.groups))
-
-
-@dataclass(frozen=True)
 class E1Method:
-    """A row of Table II: which feature array, which estimator, single- or multi-task.
-
-    ``build(train: TrainingFold)`` returns ``(estimator, fit_params)``: a fresh unfitted
-    estimator and the keyword arguments of its ``fit`` (Ψ, patient groups); a multi-task
-    one is fitted on all 7 scores and its malignancy column is evaluated.
-    """
+    """A row of Table II: which feature array and which model recipe
+    (`tumorchar.models.recipes`); a multi-task recipe is fitted on all 7 scores and its
+    malignancy column is evaluated."""
 
     name: str
     feature: str
-    build: Callable[[TrainingFold], tuple[object, dict]]
-    multitask: bool = False
+    recipe: ModelRecipe
     paper_row: str | None = None
 
-
-def _clean(model):
-    """Dead / near-constant units dropped (training rows only), then standardised."""
-    return make_pipeline(NearConstantFilter(), StandardScaler(), model)
-
-
-def _lasso(train: TrainingFold):
-    """Lasso with its strength chosen by inner CV grouped by patient, on a path of 20
-    values from α_max down to α_max / 100."""
-    lasso = LassoCV(alphas=20, eps=1e-2, cv=train.inner_splits(), max_iter=5000, tol=1e-3)
-    return _clean(lasso), {}
-
-
-def _ridge(train: TrainingFold):
-    return _clean(RidgeCV(alphas=RIDGE_ALPHAS, cv=train.inner_splits())), {}
-
-
-def _linear(_train: TrainingFold):
-    return _clean(LinearRegression()), {}
-
-
-def _proposed(train: TrainingFold, use_psi: bool = True):
-    """Eq. 6 on the mean loss, (ρ1, ρ2) by inner CV grouped by patient, scored on
-    malignancy; Ψ in training, its training mean at prediction (`GraphSparseMTL`)."""
-    model = GraphSparseMTLCV(score_tasks=(0,), tol=MTL_TOL, random_state=train.seed)
-    params = {"graphsparsemtlcv__groups": train.groups}
-    if use_psi and train.psi is not None:
-        params["graphsparsemtlcv__psi"] = train.psi
-    return _clean(model), params
-
-
-def _proposed_without_psi(train: TrainingFold):
-    return _proposed(train, use_psi=False)
-
-
-def _paper_fixed_rho(train: TrainingFold):
-    """Round 1's row: ρ1 = 1, ρ2 = 10 on the paper's summed loss, whatever the scale."""
-    model = GraphSparseMTL(rho1=PAPER_RHO1, rho2=PAPER_RHO2, fit_intercept=True, tol=MTL_TOL)
-    params = {} if train.psi is None else {"graphsparsemtl__psi": train.psi}
-    return _clean(model), params
-
-
-def _trace_norm_mtl(_train: TrainingFold, rho=10.0):
-    return _clean(TraceNormMTL(rho=rho, fit_intercept=True, tol=MTL_TOL)), {}
+    @property
+    def multitask(self) -> bool:
+        return self.recipe.multitask
 
 
 PROPOSED = "graph-regularized sparse MTL (proposed, ρ by inner CV)"
@@ -169,40 +106,28 @@ def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
     pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
     fine = "C3D fc6 (fine-tuned)"
     return [
-        E1Method("GIST + Lasso", "gist", _lasso, paper_row="GIST + LASSO"),
-        E1Method("GIST + Ridge", "gist", _ridge, paper_row="GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", _lasso, paper_row="3D CNN + LASSO (pre)"),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", _ridge, paper_row="3D CNN + RR (pre)"),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", _lasso, paper_row="3D CNN + LASSO (fine)"),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", _ridge, paper_row="3D CNN + RR (fine)"),
+        E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
+        E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
+        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)"),
+        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)"),
+        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)"),
+        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)"),
         E1Method(
-            f"{fine} + trace-norm MTL",
-            "c3d_finetuned",
-            _trace_norm_mtl,
-            multitask=True,
-            paper_row="3D CNN MTL trace norm",
+            f"{fine} + trace-norm MTL", "c3d_finetuned", TRACE_NORM_MTL, "3D CNN MTL trace norm"
         ),
-        E1Method(
-            f"{fine} + {PROPOSED}",
-            "c3d_finetuned",
-            _proposed,
-            multitask=True,
-            paper_row="Proposed",
-        ),
+        E1Method(f"{fine} + {PROPOSED}", "c3d_finetuned", PROPOSED_MTL, "Proposed"),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ by inner CV)",
             "c3d_finetuned",
-            _proposed_without_psi,
-            multitask=True,
+            MTL_WITHOUT_PSI,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL, paper's ρ1=1, ρ2=10 on the summed loss",
             "c3d_finetuned",
-            _paper_fixed_rho,
-            multitask=True,
+            PAPER_RHO_MTL,
         ),
-        E1Method("Reference: size only (equivalent diameter) + linear", "diameter", _linear),
-        E1Method("Reference: radiologists' six mean attributes + linear", "attributes", _linear),
+        E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
+        E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
     ]
 
 
@@ -233,7 +158,7 @@ def model_diagnostics(model) -> dict[str, float]:
     return rows
 
 
-def rho1_zero_refit(model, X_train, Y_train, X_test, fit_params) -> np.ndarray:
+def rho1_zero_refit(model, X_train, Y_train, X_test, psi) -> np.ndarray:
     """Malignancy predictions of the fitted proposed pipeline refitted with ρ1 = 0 at its
     chosen ρ2 (same cleaning, scaling and Ψ): what the graph term adds is the difference."""
     final = model[-1]
@@ -246,7 +171,6 @@ def rho1_zero_refit(model, X_train, Y_train, X_test, fit_params) -> np.ndarray:
         tol=final.tol,
         max_iter=final.max_iter,
     )
-    psi = fit_params.get("graphsparsemtlcv__psi")
     refit.fit(front.transform(X_train), Y_train, psi=psi)
     return refit.predict(front.transform(X_test))[:, 0]
 
@@ -270,11 +194,8 @@ def run_e1(
     malignancy = data.scores[:, 0]
     for fold in folds:
         splits = {}
-        train = TrainingFold(
-            psi=None if data.psi is None else data.psi[fold.train],
-            groups=np.asarray(data.groups)[fold.train],
-            seed=fold.index,
-        )
+        psi_train = None if data.psi is None else data.psi[fold.train]
+        groups_train = np.asarray(data.groups)[fold.train]
         truth, labels = malignancy[fold.test], data.labels[fold.test]
         for method in usable:
             if on_step:
@@ -282,35 +203,22 @@ def run_e1(
             if method.feature not in splits:
                 splits[method.feature] = split_features(features[method.feature], fold)
             X_train, X_test = splits[method.feature]
-            model, fit_params = method.build(train)
             targets = data.scores[fold.train] if method.multitask else malignancy[fold.train]
             with warnings.catch_warnings():
                 # the weakest penalties of the inner-CV Lasso path on correlated features may
                 # stop short of the tolerance; those points are rarely the ones selected
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(X_train, targets, **fit_params)
+                model = method.recipe.fit(X_train, targets, psi=psi_train, groups=groups_train)
                 predicted = np.asarray(model.predict(X_test))
             predicted = predicted[:, 0] if method.multitask else predicted.ravel()
             metrics = regression_metrics(truth, predicted, labels)
             metrics.update(model_diagnostics(model))
-            log.add_fold(
-                method.name,
-                fold.index,
-                metrics,
-                method.paper_row,
-                data.case_ids[fold.test],
-                truth,
-                predicted,
-            )
-            if method.multitask and isinstance(model[-1], GraphSparseMTLCV):
-                zero = rho1_zero_refit(model, X_train, targets, X_test, fit_params)
-                log.add_fold(
-                    method.name + RHO1_ZERO_SUFFIX,
-                    fold.index,
-                    regression_metrics(truth, zero, labels),
-                    None,
-                    data.case_ids[fold.test],
-                    truth,
-                    zero,
-                )
+            ids = data.case_ids[fold.test]
+            log.add_fold(method.name, fold.index, metrics, method.paper_row, ids, truth, predicted)
+            if isinstance(model[-1], GraphSparseMTLCV):
+                psi = psi_train if method.recipe.uses_psi else None
+                zero = rho1_zero_refit(model, X_train, targets, X_test, psi)
+                metrics = regression_metrics(truth, zero, labels)
+                log.add_fold(method.name + RHO1_ZERO_SUFFIX, fold.index, metrics, None, ids, truth,
+                             zero)  # fmt: skip
     return log
