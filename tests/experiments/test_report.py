@@ -67,7 +67,11 @@ def test_report_names_its_data_source_first_and_prints_the_parquet_numbers(
     for figure in ("e1_roc.png", "e1_scores.png", "e4_mri_roc.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
     titles = [title for title, _ in headline_tables(tmp_path)]
-    assert titles == ["E1 (Table II): malignancy score regression"]
+    assert len(titles) == 1
+    assert titles[0].startswith("E1 (Table II): malignancy score regression")
+    assert "Data source: PHANTOM" in titles[0]  # the console tables say where they come from
+    assert "NB: " in md  # the corrected interval beside the t-interval over folds
+    assert "no: phantom / synthetic data" in md  # the paper's numbers are flagged
 
 
 def test_real_data_report_says_real(tmp_path, lung_like, class_like):
@@ -89,3 +93,33 @@ def test_reproduce_refuses_bad_options(tmp_path):
     assert result.exit_code == 2 and "nothing to run" in result.output
     result = runner.invoke(app, ["reproduce", "--out", str(tmp_path), "--mri-shape", "3,4"])
     assert result.exit_code == 2 and "--mri-shape" in result.output
+
+
+def test_report_shows_graph_rho1_sensitivity_out_of_range_and_flips(
+    tmp_path, lung_like, class_like
+):
+    from tumorchar.experiments.e2_unsupervised import run_e2
+
+    data, X, _ = lung_like
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
+    methods = [m for m in default_methods() if m.paper_row == "Proposed"]
+    e1 = run_e1(data, {"c3d_finetuned": X}, folds, ResultLog("E1", "lung", "a"), methods)
+    cdata, CX = class_like
+    cfolds = make_folds(cdata.labels, cdata.groups, Protocol(n_splits=3))
+    e2 = run_e2(cdata, CX, cfolds, ResultLog("E2", "mri", "b"), rf_trees=5, psvm_restarts=2)
+    write_parquet_atomic(
+        combine([g.metrics_frame() for g in (e1, e2)], list(e1.metrics_frame())),
+        tmp_path / "results.parquet",
+    )
+    (tmp_path / "run.json").write_text(json.dumps({"data_source": "real"}))
+    md = build_report(tmp_path)[0].read_text()
+    assert "### Task graph of the graph-regularized rows, per fold" in md
+    assert "edges per fold on average" in md
+    assert "### ρ1 sensitivity" in md and "ρ1 chosen (folds)" in md
+    assert "### Predictions outside the score scale" in md
+    assert "labels moved away from the clusters" in md
+    assert "Clustering + ∝SVM [literal]" in md
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    edges = results.query("metric == 'graph_edges'")["value"]
+    if (edges == 0).all():
+        assert "this row equals independent per-task Lassos" in md

@@ -244,12 +244,29 @@ def malignancy_head(model: Any):
         raise ValueError(f"a {model.kind} model has no malignancy regression head")
     est = model._estimators
     column = model.tasks.index("malignancy")
-    coef = np.asarray(est["mtl"].coef_, float)
-    weights = coef[:, column] if coef.ndim == 2 else coef
-    intercept = float(np.atleast_1d(est["mtl"].intercept_)[column])
+    mean, scale, weights, intercept = malignancy_affine(est["scaler"], est["mtl"], column)
     network = model._extractor.network
-    head = MalignancyHead(network, est["scaler"].mean_, est["scaler"].scale_, weights, intercept)
+    head = MalignancyHead(network, mean, scale, weights, intercept)
     return head.eval()
+
+
+def malignancy_affine(scaler: Any, mtl: Any, column: int):
+    """(mean, scale, weights, intercept) with score = ((f − mean) / scale) · weights +
+    intercept on all fc6 units: the shipped preprocessing (a StandardScaler, or a Pipeline
+    of the dead-unit filter and one) and the MTL column, Ψ at its training mean. Dropped
+    units get weight 0 (mean 0, scale 1)."""
+    steps = [step for _, step in scaler.steps] if hasattr(scaler, "steps") else [scaler]
+    standard = steps[-1]
+    coef = np.asarray(mtl.coef_, float)
+    w = coef[:, column] if coef.ndim == 2 else coef
+    intercept = float(np.atleast_1d(mtl.intercept_)[column])
+    psi_mean = getattr(mtl, "psi_mean_", None)
+    if psi_mean is not None:
+        intercept += float(np.atleast_1d(psi_mean)[column]) * float(w.sum())
+    keep = steps[0].get_support() if len(steps) > 1 else np.ones(w.size, bool)
+    mean, scale, weights = np.zeros(keep.size), np.ones(keep.size), np.zeros(keep.size)
+    mean[keep], scale[keep], weights[keep] = standard.mean_, standard.scale_, w
+    return mean, scale, weights, intercept
 
 
 def c3d_grad_cam(head: Any, patch: Any, intensity_window=None, layer: str | None = None) -> Heatmap:
