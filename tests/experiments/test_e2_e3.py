@@ -1,13 +1,9 @@
 import numpy as np
-import pytest
-
-from tumorchar.experiments.protocol import Protocol, make_folds
-from tumorchar.experiments.results import ResultLog
-
-pytest.importorskip("tumorchar.models.unsupervised")
 
 from tumorchar.experiments.e2_unsupervised import run_e2  # noqa: E402
 from tumorchar.experiments.e3_deep_features import run_e3  # noqa: E402
+from tumorchar.experiments.protocol import Protocol, make_folds
+from tumorchar.experiments.results import ResultLog
 
 
 def _table(log):
