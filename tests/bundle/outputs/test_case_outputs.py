@@ -149,3 +149,28 @@ def test_mri_bundle_outputs(mri_dicom, tmp_path, region):
     for path in out.written.values():
         data = path.read_bytes()
         assert not [k for k, v in IDENTITY.items() if v.encode() in data], path.name
+
+
+def test_grad_cam_explains_the_bundles_own_malignancy_score(mtl_bundle, dicom_series):
+    """The differentiable head is the bundle's score: same value as its estimators give."""
+    import torch
+
+    from tumorchar.bundle.outputs.heatmap import malignancy_head
+    from tumorchar.features.c3d import prepare_clips
+
+    folder, _, _, _, center = dicom_series
+    model = tumorchar.load_model(mtl_bundle)
+    patch = model.region(read_scan(folder), at=center)
+    est = model._estimators
+    features = model._extractor.features(patch)
+    expected = est["mtl"].predict(est["scaler"].transform(features))[0, 0]
+    window = model._extractor.settings.get("intensity_window")
+    clip = prepare_clips(
+        patch.volume[None],
+        model._extractor.network.preset,
+        tuple(window) if window is not None else None,
+    )
+    with torch.no_grad():
+        score = float(malignancy_head(model)(clip)[0])
+    assert model.tasks[0] == "malignancy"
+    assert score == pytest.approx(float(expected), rel=1e-4, abs=1e-4)
