@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 from tumorchar.models.mtl import GraphSparseMTL
 from tumorchar.models.mtl_cv import GraphSparseMTLCV
 from tumorchar.models.recipes import (
@@ -46,7 +46,7 @@ from tumorchar.models.recipes import (
     ModelRecipe,
 )
 from tumorchar.models.taskgraph import GRAPH_THRESHOLD
-from tumorchar.vocab import ATTRIBUTES, TASKS  # noqa: F401 (re-exported)
+from tumorchar.vocab import ATTRIBUTES, TASKS, Weights  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,20 @@ class E1Method:
     feature: str
     recipe: ModelRecipe
     paper_row: str | None = None
+    weights: str = ""  # the network weights behind the feature (C3D features only)
 
     @property
     def multitask(self) -> bool:
         return self.recipe.multitask
 
+    @property
+    def labels(self) -> MethodLabels:
+        return MethodLabels(feature=self.feature, estimator=self.recipe.name, weights=self.weights)
+
 
 PROPOSED = "graph-regularized sparse MTL (proposed, ρ by inner CV)"
-RHO1_ZERO_SUFFIX = " [ρ1 = 0, same ρ2]"
+RHO1_ZERO_VARIANT = "ρ1 = 0, same ρ2"
+RHO1_ZERO_SUFFIX = f" [{RHO1_ZERO_VARIANT}]"
 
 
 def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
@@ -105,26 +111,36 @@ def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
     weights file, otherwise "random-init" (the network at its seeded initialization)."""
     pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
     fine = "C3D fc6 (fine-tuned)"
+    w_pre = _weights_value(c3d_label)
+    w_fine = f"{w_pre}+finetuned"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)"),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)"),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)"),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)"),
+        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)", w_pre),
+        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)", w_pre),
+        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)", w_fine),
+        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)", w_fine),
         E1Method(
-            f"{fine} + trace-norm MTL", "c3d_finetuned", TRACE_NORM_MTL, "3D CNN MTL trace norm"
+            f"{fine} + trace-norm MTL",
+            "c3d_finetuned",
+            TRACE_NORM_MTL,
+            "3D CNN MTL trace norm",
+            w_fine,
         ),
-        E1Method(f"{fine} + {PROPOSED}", "c3d_finetuned", PROPOSED_MTL, "Proposed"),
+        E1Method(f"{fine} + {PROPOSED}", "c3d_finetuned", PROPOSED_MTL, "Proposed", w_fine),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ by inner CV)",
             "c3d_finetuned",
             MTL_WITHOUT_PSI,
+            None,
+            w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL, paper's ρ1=1, ρ2=10 on the summed loss",
             "c3d_finetuned",
             PAPER_RHO_MTL,
+            None,
+            w_fine,
         ),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
@@ -175,6 +191,14 @@ def rho1_zero_refit(model, X_train, Y_train, X_test, psi) -> np.ndarray:
     return refit.predict(front.transform(X_test))[:, 0]
 
 
+def _weights_value(label: str) -> str:
+    """The `Weights` value of a label given as value or display name ("Sports-1M")."""
+    for weights in Weights:
+        if label in (weights.value, weights.display):
+            return weights.value
+    return label
+
+
 def run_e1(
     data: E1Data,
     features: Mapping[str, object],
@@ -214,11 +238,13 @@ def run_e1(
             metrics = regression_metrics(truth, predicted, labels)
             metrics.update(model_diagnostics(model))
             ids = data.case_ids[fold.test]
-            log.add_fold(method.name, fold.index, metrics, method.paper_row, ids, truth, predicted)
+            log.add_fold(method.name, fold.index, metrics, method.paper_row, ids, truth, predicted,
+                         labels=method.labels)  # fmt: skip
             if isinstance(model[-1], GraphSparseMTLCV):
                 psi = psi_train if method.recipe.uses_psi else None
                 zero = rho1_zero_refit(model, X_train, targets, X_test, psi)
                 metrics = regression_metrics(truth, zero, labels)
+                twin = replace(method.labels, variant=RHO1_ZERO_VARIANT)
                 log.add_fold(method.name + RHO1_ZERO_SUFFIX, fold.index, metrics, None, ids, truth,
-                             zero)  # fmt: skip
+                             zero, labels=twin)  # fmt: skip
     return log

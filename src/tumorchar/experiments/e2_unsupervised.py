@@ -22,7 +22,7 @@ import numpy as np
 
 from tumorchar.experiments.e4_upper_bound import ClassData
 from tumorchar.experiments.protocol import Fold, classification_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 
 # display name → (classifier trained after clustering, paper's row)
 METHODS = {
@@ -44,7 +44,7 @@ def psvm_variant_methods(feature: str, exclude: str | None = None) -> dict:
             feature,
             "psvm",
             "",
-            {"bags": bags, "proportions": proportions},
+            {"bags": bags, "proportions": proportions, "variant": name},
         )
         for name, (bags, proportions) in PSVM_VARIANTS.items()
         if name != exclude
@@ -71,7 +71,8 @@ def fit_unsupervised(
     """`tumorchar.models.unsupervised.UnsupervisedClassifier` fitted on the training fold.
 
     ``y_train`` reaches the pipeline only with ``naming="labels"`` (the paper's protocol);
-    ``options`` are further constructor parameters (the ∝SVM bags and proportions)."""
+    ``options`` are further constructor parameters (the ∝SVM bags and proportions; a
+    ``variant`` entry only names the reading)."""
     from tumorchar.models.unsupervised import UnsupervisedClassifier
 
     model = UnsupervisedClassifier(
@@ -80,7 +81,7 @@ def fit_unsupervised(
         n_estimators=rf_trees,
         n_restarts=psvm_restarts,
         random_state=seed,
-        **(options or {}),
+        **{k: v for k, v in (options or {}).items() if k != "variant"},
     )
     if naming == "labels":
         return model.fit(X_train, y=y_train)
@@ -115,12 +116,14 @@ def run_unsupervised(
     on_step: Callable[[str], None] | None = None,
     rf_trees: int = 100,
     psvm_restarts: int = 10,
+    weights: str = "",
 ) -> ResultLog:
     """Cross-validate ``methods`` (display name → (feature key, classifier, paper row) or
     (feature key, classifier, paper row, constructor options)) for every naming rule (a
     method with options: label-free naming only); metrics and predictions go into ``log``.
     ∝SVM rows also get ``flip_share`` (share of training cases whose ∝SVM label differs
-    from their cluster's name)."""
+    from their cluster's name). ``weights`` labels the network behind the features (VGG),
+    "" for GIST; a method with options carries the ∝SVM reading as its ``variant``."""
     labels = np.asarray(data.labels, int)
     if "label_free" in namings and data.naming_hint is None:
         namings = tuple(n for n in namings if n != "label_free")
@@ -172,6 +175,9 @@ def run_unsupervised(
                     labels[fold.test],
                     score,
                     predicted,
+                    labels=MethodLabels(
+                        feature, classifier, naming, weights, (options or {}).get("variant", "")
+                    ),
                 )
     return log
 

@@ -22,6 +22,13 @@ def _part(results: pd.DataFrame, experiment: str, dataset: str | None = None) ->
     return part if dataset is None else part[part["dataset"] == dataset]
 
 
+def _title(part: pd.DataFrame, method: str) -> str:
+    """The display name the report gives ``method`` (built from the structured columns)."""
+    from tumorchar.experiments.report import method_titles
+
+    return method_titles(part[part["method"] == method]).get(method, method)
+
+
 def _values(part: pd.DataFrame, method: str, metric: str) -> pd.Series:
     rows = part[(part["method"] == method) & (part["metric"] == metric)]
     return rows.set_index("fold")["value"].sort_index()
@@ -57,7 +64,7 @@ def graph_section(results: pd.DataFrame) -> list:
         margin = _values(part, method, "graph_margin")
         gap = _values(part, method, "graph_duality_gap")
         summary = (
-            f"**{method}**: {counts.mean():.1f} edges per fold on average "
+            f"**{_title(part, method)}**: {counts.mean():.1f} edges per fold on average "
             f"(min {counts.min():.0f}, max {counts.max():.0f}, {n_folds} folds)"
         )
         if len(margin):
@@ -90,7 +97,7 @@ def rho1_table(results: pd.DataFrame):
             continue
         chosen = _values(part, method, "rho1_chosen")
         rho2 = _values(part, method, "rho2_chosen")
-        row = [method]
+        row = [_title(part, method)]
         for metric, scale, digits in (("accuracy", 100, 1), ("mean_abs_diff", 1, 3)):
             a, b = _values(part, method, metric), _values(part, twin, metric)
             diff = (a - b).dropna() * scale
@@ -133,7 +140,7 @@ def out_of_range_table(results: pd.DataFrame):
         kept = _values(part, method, "features_kept")
         rows.append(
             [
-                method,
+                _title(part, method),
                 f"{oor.sum():.0f}",
                 f"{oor.max():.0f}",
                 f"{kept.mean():.0f}" if len(kept) else "–",
@@ -175,9 +182,8 @@ def incomparability(run: dict, experiment: str, method: str) -> list[str]:
         reasons.append("phantom / synthetic data")
     settings = run.get("settings", {})
     if experiment.startswith("E1") and "C3D" in method:
-        if "random-init" in method or str(run.get("weights", {}).get("c3d", "")).startswith(
-            "random"
-        ):
+        c3d = str(run.get("weights", {}).get("C3D", ""))
+        if "random-init" in method or c3d.lower().startswith("random"):
             reasons.append("C3D from random init, not Sports-1M")
         if settings.get("c3d_preset", "cpu") != "paper":
             reasons.append("smaller C3D (cpu preset, fc6 of 512)")

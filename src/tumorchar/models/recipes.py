@@ -125,8 +125,9 @@ def _graph_sparse_mtl(_groups=None, rho1=1.0, rho2=10.0, loss="sum"):
     from tumorchar.models import GraphSparseMTL
 
     return _cleaned(
-        GraphSparseMTL(rho1=rho1, rho2=rho2, graph="auto", loss=loss, fit_intercept=True,
-                       tol=MTL_TOL)  # fmt: skip
+        GraphSparseMTL(
+            rho1=rho1, rho2=rho2, graph="auto", loss=loss, fit_intercept=True, tol=MTL_TOL
+        )  # fmt: skip
     )
 
 
