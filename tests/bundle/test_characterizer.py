@@ -45,8 +45,11 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
     # the shipped model is the recipe E1's proposed row evaluates, and the manifest says so
     recipe = manifest["settings"]["model_recipe"]
-    assert recipe["recipe"] == "graph-sparse-mtl" and recipe["uses_psi"] is True
-    assert recipe["params"] == {"rho1": 1.0, "rho2": 10.0}
+    assert recipe["recipe"] == "graph-sparse-mtl-cv" and recipe["uses_psi"] is True
+    assert recipe["params"] == {}  # ρ chosen by inner CV grouped by patient, as in E1
+    mtl_settings = manifest["settings"]["mtl"]
+    assert mtl_settings["rho_chosen_by"] == "inner CV by patient"
+    assert mtl_settings["rho1"] >= 0 and mtl_settings["rho2"] > 0
     assert mtl.tasks == list(TASKS)
     assert set(manifest["files"]) == {
         "manifest.json",
