@@ -25,7 +25,11 @@ Clips (the paper's rule for C3D, with the z axis as time): a CT volume (z, y, x)
 through the window `CT_WINDOW_HU` to u ∈ [0, 1] (MRI: `intensity_window=None`, per-volume
 percentiles), is resized to (T, S, S) (box average along shrinking axes, then trilinear,
 `resize3d`), mapped to x = 2u − 1 ∈ [−1, 1] and copied to the 3 colour channels. A 2D slice
-becomes a static clip: the resized slice repeated as every frame.
+becomes a static clip: the resized slice repeated as every frame. With TF's zero padding at
+the clip's ends (temporal receptive field of Mixed_5c: 99 frames) a short static clip's
+features change with its length, so `extract_slices` computes the interior of an unbounded
+static clip exactly instead, from one frame through temporally summed kernels
+(`run(static=True)`): independent of any frame count, and 1/T of the cost.
 
 Fine-tuning on the paper's 7 tasks (mid-point binary heads or regression, the loss of
 `c3d.masked_loss`) trains the blocks from `start` on, with a task head on the pooled
@@ -172,11 +176,22 @@ class Unit3D(nn.Module):
         self.conv = nn.Conv3d(c_in, c_out, kernel, stride, padding=padding, bias=not norm)
         self.bn = BatchNormShift(c_out) if norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._symmetric:
-            x = pad_same(x, self.kernel, self.stride)
-        x = self.conv(x)
+    def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
+        if static:
+            x = self._static_conv(x)
+        else:
+            x = self.conv(x if self._symmetric else pad_same(x, self.kernel, self.stride))
         return x if self.bn is None else F.relu(self.bn(x))
+
+    def _static_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv on a clip that is constant in time, away from the clip's ends: with
+        x(t) = x for every t, Σ_τ W_τ * x = (Σ_τ W_τ) * x, so one frame through the
+        temporally summed kernel (spatial "SAME" padding only) gives every interior frame."""
+        k, st = self.kernel[1:], self.stride[1:]
+        w = self.conv.weight.sum(dim=2, keepdim=True)
+        if all(si == 1 and ki % 2 == 1 for ki, si in zip(k, st, strict=True)):
+            return F.conv3d(x, w, self.conv.bias, 1, (0, k[0] // 2, k[1] // 2))
+        return F.conv3d(pad_same(x, k, st), w, self.conv.bias, (1, *st))
 
 
 class MaxPoolSame(nn.Module):
@@ -186,9 +201,11 @@ class MaxPoolSame(nn.Module):
         super().__init__()
         self.kernel, self.stride = tuple(kernel), tuple(stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_same(x, self.kernel, self.stride, value=float("-inf"))
-        return F.max_pool3d(x, self.kernel, self.stride)
+    def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
+        # A clip constant in time: the max over a temporal window is the frame itself.
+        k = (1, *self.kernel[1:]) if static else self.kernel
+        st = (1, *self.stride[1:]) if static else self.stride
+        return F.max_pool3d(pad_same(x, k, st, value=float("-inf")), k, st)
 
 
 class Inception(nn.Module):
@@ -204,9 +221,16 @@ class Inception(nn.Module):
         self.b3 = Unit3D(c_in, w3)
         self.out_channels = w0 + w1b + w2b + w3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, static: bool = False) -> torch.Tensor:
+        st = static
         return torch.cat(
-            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3(self.pool(x))], 1
+            [
+                self.b0(x, st),
+                self.b1b(self.b1a(x, st), st),
+                self.b2b(self.b2a(x, st), st),
+                self.b3(self.pool(x, st), st),
+            ],
+            1,
         )
 
 
@@ -257,16 +281,26 @@ class I3D(nn.Module):
         self.task_head = head.to(next(self.parameters()).device)
         return self
 
-    def run(self, x: torch.Tensor, start: str | None = None, stop: str = "Mixed_5c"):
+    def run(
+        self,
+        x: torch.Tensor,
+        start: str | None = None,
+        stop: str = "Mixed_5c",
+        static: bool = False,
+    ) -> torch.Tensor:
         """Run the blocks from `start` (default: the first) through `stop`: `x` is the input
-        of block `start` (the clips for the first block, else the endpoint before it)."""
+        of block `start` (the clips for the first block, else the endpoint before it).
+        `static=True`: `x` holds one frame (T = 1) standing for a clip that repeats it
+        indefinitely; every layer then computes that clip's interior frames exactly
+        (`Unit3D._static_conv`), free of the zero padding at the clip's ends, so the result
+        depends on no frame count."""
         names = list(ENDPOINTS)
         i = 0 if start is None else names.index(start)
         j = names.index(stop)
         if j < i:
             raise ValueError(f"block {stop!r} comes before {start!r}")
         for name in names[i : j + 1]:
-            x = self.blocks[name](x)
+            x = self.blocks[name](x, static)
         return x
 
     def heads(self, m5c: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -279,10 +313,12 @@ class I3D(nn.Module):
             out["tasks"] = self.task_head(self.dropout(pooled))
         return out
 
-    def forward(self, x: torch.Tensor, start: str | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, start: str | None = None, static: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Clips (B, 3, T, H, W) in [−1, 1] (or the input of block `start`) → {"mixed_5c",
-        "logits"[, "tasks"]}."""
-        return self.heads(self.run(x, start))
+        "logits"[, "tasks"]}; `static` as in `run`."""
+        return self.heads(self.run(x, start, static=static))
 
     def flops_per_clip(self, frames: int, size: int) -> float:
         """Forward FLOPs of one clip through the convolutions (a multiply-add counts 2),
@@ -501,8 +537,10 @@ def extract(
     device: str | torch.device | None = None,
     bf16: bool | None = None,
     progress: bool = False,
+    static: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Features of `clips` (or of the endpoint entering block `start`) in eval mode:
+    """Features of `clips` (or of the endpoint entering block `start`; one-frame static
+    clips with `static=True`, see `I3D.run`) in eval mode:
     {"mixed_5c" (N, 1024), "logits" (N, 400)} float32, plus {"endpoint": (N, …)} the output
     of block `stop` when `stop` is given (the input a later `start=` fine-tuning caches).
     `bf16`: bfloat16 autocast (default: on CUDA only)."""
@@ -518,11 +556,11 @@ def extract(
             x = clips[sl].to(dev).contiguous()
             with _autocast(dev, use_bf16):
                 if stop is not None:
-                    cut = model.run(x, start, stop)
+                    cut = model.run(x, start, stop, static)
                     rest = names[names.index(stop) + 1]
-                    outs = dict(model.heads(model.run(cut, rest)), endpoint=cut)
+                    outs = dict(model.heads(model.run(cut, rest, static=static)), endpoint=cut)
                 else:
-                    outs = model.heads(model.run(x, start))
+                    outs = model.heads(model.run(x, start, static=static))
             for k, v in outs.items():
                 if k != "tasks":
                     parts.setdefault(k, []).append(v.float().cpu())
@@ -531,6 +569,21 @@ def extract(
         return {"mixed_5c": np.zeros((0, FEATURE_DIM), np.float32),
                 "logits": np.zeros((0, KINETICS_CLASSES), np.float32)}  # fmt: skip
     return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+
+def extract_slices(
+    model: I3D,
+    slices: np.ndarray | Sequence[np.ndarray],
+    size: int = 64,
+    intensity_window: tuple[float, float] | None = CT_WINDOW_HU,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Static-clip features of 2D slices: each slice as a clip repeating it indefinitely,
+    computed exactly from one frame (`I3D.run(static=True)`): {"mixed_5c", "logits"}."""
+    clips = slices_to_clips(slices, 1, size, intensity_window)
+    return extract(model, clips, batch_size, device=device, progress=progress, static=True)
 
 
 def endpoint_before(start: str) -> str | None:
