@@ -8,6 +8,8 @@ Modules re-export the classes they raise, so `tumorchar.bundle.format.BundleErro
 
 from __future__ import annotations
 
+import pickle
+
 
 class TumorcharError(ValueError):
     """Base of every error tumorchar raises on purpose; the message names the case or file."""
@@ -44,3 +46,12 @@ class TrainingError(TumorcharError):
 
 class StageError(TumorcharError):
     """A reproduce stage is declared wrongly (unknown input, duplicate name)."""
+
+
+class WeightsError(TumorcharError, RuntimeError):
+    """Pretrained weights cannot be fetched, verified or converted (the message says what to
+    do about it)."""
+
+
+class ForbiddenPickleGlobal(TumorcharError, pickle.UnpicklingError):
+    """A weights pickle named a global outside the allow-list; nothing was called."""

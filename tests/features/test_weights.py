@@ -165,7 +165,7 @@ def test_archive_with_another_hash_is_refused_before_reading(tmp_path, monkeypat
         weights.convert_archive(src.name, archive, out)
     assert not out.exists()
     # an archive with the pinned hash but another member would be refused at the member
-    monkeypatch.setattr(weights, "sha256_file", lambda p: src.archive_sha256)
+    monkeypatch.setattr(weights, "file_sha256", lambda p: src.archive_sha256)
     with pytest.raises(weights.WeightsError, match=src.member_sha256):
         weights.convert_archive(src.name, archive, out)
     assert not out.exists()
@@ -225,7 +225,7 @@ def test_real_weights_records_and_strict_loading(real_weights):
         src = weights.SOURCES[name]
         assert rec["archive_sha256"] == src.archive_sha256
         assert rec["member_sha256"] == src.member_sha256
-        assert rec["converted_sha256"] == weights.sha256_file(path)
+        assert rec["converted_sha256"] == weights.file_sha256(path)
         assert rec["requirement"] == src.requirement
     model = i3d.load_i3d(weights=real_weights["i3d-kinetics400-rgb"])
     state, _ = weights.read_converted(real_weights["i3d-kinetics400-rgb"], i3d.WEIGHTS_NAME)

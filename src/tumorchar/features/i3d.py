@@ -613,7 +613,8 @@ def finetune(
     Returns {"loss": mean training loss per epoch}. Shuffling, dropout and the head's
     initialization come from `seed` alone; on CPU a run is repeatable for a given thread
     count. Batch norm keeps its running statistics (eval mode) throughout."""
-    from tumorchar.features.c3d import SCORE_RANGES, TASKS, encode_targets, masked_loss, task_pivots
+    from tumorchar.features.c3d import encode_targets, masked_loss, task_pivots
+    from tumorchar.vocab import SCORE_RANGES, TASKS
 
     s = get_setting(setting)
     x_all = torch.as_tensor(inputs, dtype=torch.float32)

@@ -49,17 +49,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tumorchar._io import write_json_atomic
+from tumorchar.errors import ForbiddenPickleGlobal, WeightsError
 from tumorchar.features._netutils import WEIGHTS_ENV, save_safetensors_atomic, weights_dir
+from tumorchar.provenance import file_sha256
 
 FORMAT = "tumorchar-weights-1"
-
-
-class WeightsError(RuntimeError):
-    """Weights cannot be fetched, verified or converted (the message says what to do)."""
-
-
-class ForbiddenPickleGlobal(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allow-list (nothing was called)."""
+__all__ = ["ForbiddenPickleGlobal", "WeightsError", "fetch", "load_allowlisted_pickle"]
 
 
 # ------------------------------------------------------------------------------ unpickling
@@ -176,14 +172,6 @@ def record_path(name: str, folder: str | os.PathLike | None = None) -> Path:
     return Path(folder or weights_dir()) / f"{_source(name).name}.json"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def missing_message(name: str) -> str:
     """What is missing and how to get it."""
     s = _source(name)
@@ -213,7 +201,7 @@ def is_current(name: str, folder: str | os.PathLike | None = None) -> bool:
         meta.get("format") == FORMAT
         and meta.get("archive_sha256") == s.archive_sha256
         and meta.get("member_sha256") == s.member_sha256
-        and meta.get("converted_sha256") == sha256_file(conv)
+        and meta.get("converted_sha256") == file_sha256(conv)
     )
 
 
@@ -282,7 +270,7 @@ def convert_archive(
     """Verify `archive` and its member against the pinned sums, convert, write
     `<name>.safetensors` + `<name>.json` into `folder`; return the safetensors path."""
     s, archive = _source(name), Path(archive)
-    got = sha256_file(archive)
+    got = file_sha256(archive)
     if got != s.archive_sha256:
         raise WeightsError(
             f"{archive.name}: sha256 {got} differs from the pinned {s.archive_sha256}; "
@@ -307,15 +295,12 @@ def convert_archive(
         **{k: v for k, v in asdict(s).items() if k != "reader"},
         "reader": s.reader,
         "converted_file": out.name,
-        "converted_sha256": sha256_file(out),
+        "converted_sha256": file_sha256(out),
         "n_tensors": len(state),
         "n_values": int(sum(v.numel() for v in state.values())),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    rec = record_path(name, folder)
-    tmp = rec.with_name(rec.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, rec)
+    write_json_atomic(record_path(name, folder), record)
     return out
 
 
@@ -373,7 +358,7 @@ def read_converted(path: str | os.PathLike, name: str) -> tuple[dict[str, torch.
             f"{path} is not tumorchar's converted '{name}' weights (its header says "
             f"{found!r}); run the weights fetch"
         )
-    return load_file(str(path)), sha256_file(path)
+    return load_file(str(path)), file_sha256(path)
 
 
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -402,7 +387,7 @@ def provenance(name: str, path: str | os.PathLike | None = None) -> dict[str, st
         "network": s.network,
         "weights": s.name,
         "source": f"{s.requirement}:{Path(s.member).name}",
-        "converted_sha256": sha256_file(p),
+        "converted_sha256": file_sha256(p),
         "member_sha256": meta.get("member_sha256", ""),
     }
 
