@@ -79,15 +79,23 @@ class E1Method:
         return self.recipe.multitask
 
 
-def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
+def default_methods(c3d_label: str = "random-init", network: str = "C3D fc6") -> list[E1Method]:
     """Table II's eight methods, the proposed model without the Eq. 5 term Ψ (which is known
     for training cases only: the model is applied without it), and the size-only and
     six-attribute reference rows.
 
-    ``c3d_label`` names the C3D weights before fine-tuning: "Sports-1M" with the public
-    weights file, otherwise "random-init" (the network at its seeded initialization)."""
-    pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
-    fine = "C3D fc6 (fine-tuned)"
+    The 3D-CNN feature slots ("c3d_pretrained", "c3d_finetuned", named after the paper's
+    C3D) hold the features of ``network``: "I3D Mixed_5c" (Kinetics-400, the default of
+    `tumorchar reproduce`) or "C3D fc6" (Sports-1M with the user's weights file).
+    ``c3d_label`` names its weights before fine-tuning; "random-init" (the network at its
+    seeded initialization, only when asked for) marks the rows as not comparable with the
+    paper's pretrained network."""
+    if c3d_label == "random-init":
+        pre = f"{network} (random-init, not fine-tuned; not comparable with the paper)"
+        fine = f"{network} (random-init, fine-tuned; not comparable with the paper)"
+    else:
+        pre = f"{network} ({c3d_label}, not fine-tuned)"
+        fine = f"{network} ({c3d_label}, fine-tuned)"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),

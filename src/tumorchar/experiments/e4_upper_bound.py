@@ -22,6 +22,14 @@ from tumorchar.experiments.protocol import Fold, classification_metrics, split_f
 from tumorchar.experiments.results import ResultLog
 
 FEATURES = {"GIST": "gist", "VGG-fc7": "fc7_relu", "VGG-fc8": "fc8_relu"}
+#: Stand-ins for the paper's VGG rows when no ImageNet VGG16 file is given: display name →
+#: (feature key, the paper's row). EfficientNet-Lite0 pooled (after ReLU6) ≈ fc7 after ReLU,
+#: its logits after ReLU ≈ fc8 after ReLU; I3D static-clip Mixed_5c ≈ fc7 after ReLU.
+PRETRAINED_FEATURES = {
+    "EffNet-L0-pool": ("efficientnet/pooled", "VGG-fc7"),
+    "EffNet-L0-logits": ("efficientnet/logits_relu", "VGG-fc8"),
+    "I3D-static-Mixed5c": ("i3d-static/mixed_5c", "VGG-fc7"),
+}
 
 
 @dataclass(frozen=True)
@@ -98,14 +106,18 @@ def run_e4(
     rf_trees: int = 100,
     on_step: Callable[[str], None] | None = None,
 ) -> ResultLog:
-    """Cross-validate SVM and RF on each available feature of `FEATURES`.
+    """Cross-validate SVM and RF on each available feature of `FEATURES` and
+    `PRETRAINED_FEATURES`.
 
-    ``features`` maps "gist", "fc7_relu", "fc8_relu" to (n, d) arrays; ``feature_label``
-    optionally tags a feature in the method name (e.g. {"fc7_relu": "random-init"})."""
+    ``features`` maps "gist", "fc7_relu", "fc8_relu" (VGG) and the keys of
+    `PRETRAINED_FEATURES` to (n, d) arrays; ``feature_label`` optionally tags a feature in
+    the method name (e.g. {"fc7_relu": "random-init"})."""
     feature_label = feature_label or {}
     labels = np.asarray(data.labels, int)
+    rows = {display: (key, display) for display, key in FEATURES.items()}
+    rows |= PRETRAINED_FEATURES
     for fold in folds:
-        for display, key in FEATURES.items():
+        for display, (key, paper_display) in rows.items():
             if key not in features:
                 continue
             X_train, X_test = split_features(features[key], fold)
@@ -123,7 +135,7 @@ def run_e4(
                     method,
                     fold.index,
                     metrics,
-                    f"{display} + {classifier}",
+                    f"{paper_display} + {classifier}",
                     data.case_ids[fold.test],
                     labels[fold.test],
                     score,
