@@ -43,7 +43,7 @@ the `full` setting (for a GPU) trains every layer on 32×224×224 clips under bf
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -586,6 +586,19 @@ def extract_slices(
     return extract(model, clips, batch_size, device=device, progress=progress, static=True)
 
 
+def endpoint_shape(setting: str | I3DSetting) -> tuple[int, ...] | None:
+    """Shape (C, t, h, w) of one case's cached endpoint under ``setting`` (None when the
+    setting trains from the first block and caches nothing), from a meta-device run."""
+    s = get_setting(setting)
+    before = endpoint_before(s.start)
+    if before is None:
+        return None
+    with torch.device("meta"):
+        net = I3D()
+        out = net.run(torch.empty((1, 3, s.frames, s.size, s.size)), stop=before)
+    return tuple(out.shape[1:])
+
+
 def endpoint_before(start: str) -> str | None:
     """The block whose output feeds block `start` (None for the first block: the clips)."""
     i = list(ENDPOINTS).index(start)
@@ -594,7 +607,7 @@ def endpoint_before(start: str) -> str | None:
 
 def finetune(
     model: I3D,
-    inputs: torch.Tensor | np.ndarray,
+    inputs: torch.Tensor | np.ndarray | Callable[[torch.Tensor], torch.Tensor],
     targets: np.ndarray,
     mode: str = "binary",
     setting: str | I3DSetting = "cpu",
@@ -609,7 +622,9 @@ def finetune(
 ) -> dict[str, list[float]]:
     """Fine-tune blocks `setting.start` … Mixed_5c and a new task head on the 7-task loss
     (Adam); `inputs` is what enters block `start` (clips for the first block, else the cached
-    `extract(..., stop=endpoint_before(start))["endpoint"]`) for the training cases only.
+    `extract(..., stop=endpoint_before(start))["endpoint"]`) for the training cases only,
+    or a function of a batch's row indices returning that batch (clips made on the fly for
+    the `full` setting, whose clips would not fit in memory all at once).
     Returns {"loss": mean training loss per epoch}. Shuffling, dropout and the head's
     initialization come from `seed` alone; on CPU a run is repeatable for a given thread
     count. Batch norm keeps its running statistics (eval mode) throughout."""
@@ -617,11 +632,15 @@ def finetune(
     from tumorchar.vocab import SCORE_RANGES, TASKS
 
     s = get_setting(setting)
-    x_all = torch.as_tensor(inputs, dtype=torch.float32)
     scores = np.asarray(targets, dtype=np.float64)
     scores = scores[:, None] if scores.ndim == 1 else scores
-    if scores.shape[0] != len(x_all):
-        raise ValueError(f"targets has {scores.shape[0]} rows for {len(x_all)} inputs")
+    if callable(inputs):
+        batch_of, n_inputs = inputs, scores.shape[0]
+    else:
+        x_all = torch.as_tensor(inputs, dtype=torch.float32)
+        batch_of, n_inputs = x_all.__getitem__, len(x_all)
+    if scores.shape[0] != n_inputs:
+        raise ValueError(f"targets has {scores.shape[0]} rows for {n_inputs} inputs")
     n_tasks = scores.shape[1]
     piv = task_pivots(n_tasks) if pivots is None else np.asarray(pivots, dtype=np.float64)
     half = None
@@ -642,7 +661,7 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     use_bf16 = dev.type == "cuda" and s.bf16
     history: dict[str, list[float]] = {"loss": []}
-    n, bs, n_epochs = len(x_all), batch_size or s.batch_size, epochs or s.epochs
+    n, bs, n_epochs = n_inputs, batch_size or s.batch_size, epochs or s.epochs
     with local_seed(seed, dev), progress_bar(progress, n_epochs * n, "I3D fine-tuning") as bar:
         for _ in range(n_epochs):
             order = torch.randperm(n, generator=gen)
@@ -650,7 +669,7 @@ def finetune(
             for sl in _batches(n, bs):
                 idx = order[sl]
                 with _autocast(dev, use_bf16):
-                    logits = model.heads(model.run(x_all[idx].to(dev), s.start))["tasks"]
+                    logits = model.heads(model.run(batch_of(idx).to(dev), s.start))["tasks"]
                 loss = masked_loss(logits.float(), y_all[idx].to(dev), keep_all[idx].to(dev), mode)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
