@@ -29,7 +29,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # converted once to safetensors in $$TUMORCHAR_WEIGHTS_DIR (default ~/.cache/tumorchar/weights).
 # Skips, after checking hashes, what is already converted.
 weights: $(VENV)/.installed
-	$(PY) -m tumorchar.features.weights fetch
+	$(VENV)/bin/tumorchar weights fetch
 
 demo: $(VENV)/.installed weights
 	$(VENV)/bin/tumorchar reproduce --data phantom --out demo-output $(DEMO_SIZE)

@@ -42,6 +42,9 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
         "fill_value": -1000.0,
     }
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
+    network = manifest["settings"]["network"]  # the network and its weights, by content
+    assert network["name"] == "C3D" and network["weights"] == "random-init"
+    assert network["weights_file_sha256"] is None and len(network["initial_weights_sha256"]) == 64
     assert set(manifest["files"]) == {
         "manifest.json",
         "arrays.npz",

@@ -243,3 +243,20 @@ def test_command_line_status_and_offline_error(tmp_path, capsys):
     rc = weights.main(["fetch", "--dir", str(tmp_path), "--archives", str(tmp_path)])
     assert rc == 2
     assert "is not in" in capsys.readouterr().err
+
+
+def test_tumorchar_weights_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from tumorchar.cli import app
+
+    result = CliRunner().invoke(app, ["weights", "status", "--dir", str(tmp_path)])
+    assert result.exit_code == 1 and "MISSING" in result.output
+    result = CliRunner().invoke(
+        app, ["weights", "fetch", "--only", "vgg99", "--dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "unknown weights" in result.output
+    result = CliRunner().invoke(
+        app, ["weights", "fetch", "--dir", str(tmp_path / "w"), "--archives", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "is not in" in result.output
