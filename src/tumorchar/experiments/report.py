@@ -309,7 +309,7 @@ def plot_predicted_vs_true(predictions, method: str, path: Path, title: str) -> 
 
 
 def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
-    """Fig. 5-style grouped bars: for each VGG layer variant, accuracy / sensitivity /
+    """Fig. 5-style grouped bars: for each network layer variant, accuracy / sensitivity /
     specificity (fold means), one panel per dataset."""
     plt = _pyplot()
     part = results[results["experiment"] == "E3"]
@@ -332,10 +332,10 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
             ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=metric)
         tags = sorted({m[m.index(" (") :] for m in layers if " (" in m})
         names = [m.split(" (")[0] for m in layers]
-        ax.set_xticks(x, names, fontsize=8)
+        ax.set_xticks(x, names, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("%")
         ax.set_ylim(0, 112)
-        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on VGG features"
+        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on deep features"
         ax.set_title(title + "".join(tags), fontsize=9)
         ax.legend(fontsize=8, loc="upper left", ncols=3)
     _save(fig, path)
@@ -401,8 +401,8 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         )
         blocks.append(
             f"Protocol: {protocol.get('n_splits')}-fold cross-validation, {split}, seed "
-            f"{protocol.get('seed')}. Scaling, k-means, ADASYN, the task graph and C3D "
-            "fine-tuning are fitted inside each training fold."
+            f"{protocol.get('seed')}. Scaling, k-means, ADASYN, the task graph and the 3D "
+            "CNN's fine-tuning are fitted inside each training fold."
         )
     if run.get("weights"):
         notes = "; ".join(f"{k}: {v}" for k, v in run["weights"].items())
@@ -450,7 +450,11 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
     for experiment, title, reference in (
         ("E2", "E2 — unsupervised classification with GIST (Table III)", paper.TABLE_III),
-        ("E3", "E3 — clustering on VGG features (Fig. 5)", None),
+        (
+            "E3",
+            "E3 — clustering on deep features (Fig. 5: VGG; here EfficientNet-Lite0, I3D)",
+            None,
+        ),
         ("E4", "E4 — supervised upper bound (Table IV)", paper.TABLE_IV),
     ):
         if not (results["experiment"] == experiment).any():
