@@ -342,12 +342,6 @@ class I3D(nn.Module):
 # ------------------------------------------------------------------------------ weights
 
 
-def missing_weights_message() -> str:
-    from tumorchar.features import weights
-
-    return weights.missing_message(WEIGHTS_NAME)
-
-
 def init_random(model: I3D, seed: int) -> I3D:
     """Seeded initialization for runs that ask for it explicitly: Kaiming-normal convs (ReLU
     gain, fan-in), zero shifts and biases, unit running variances."""

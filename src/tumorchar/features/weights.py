@@ -375,23 +375,6 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
-def provenance(name: str, path: str | os.PathLike | None = None) -> dict[str, str]:
-    """Source and hashes of the weights in use, for feature settings and reports."""
-    s = _source(name)
-    p = resolve(name, path)
-    if p is None:
-        return {"network": s.network, "weights": "random-init", "source": ""}
-    rec = p.with_suffix(".json")
-    meta = json.loads(rec.read_text()) if rec.is_file() else {}
-    return {
-        "network": s.network,
-        "weights": s.name,
-        "source": f"{s.requirement}:{Path(s.member).name}",
-        "converted_sha256": file_sha256(p),
-        "member_sha256": meta.get("member_sha256", ""),
-    }
-
-
 # ------------------------------------------------------------------------------ command line
 
 
