@@ -8,8 +8,6 @@ Modules re-export the classes they raise, so `tumorchar.bundle.format.BundleErro
 
 from __future__ import annotations
 
-import pickle
-
 
 class TumorcharError(ValueError):
     """Base of every error tumorchar raises on purpose; the message names the case or file."""
@@ -53,5 +51,5 @@ class WeightsError(TumorcharError, RuntimeError):
     do about it)."""
 
 
-class ForbiddenPickleGlobal(TumorcharError, pickle.UnpicklingError):
+class ForbiddenPickleGlobal(TumorcharError):
     """A weights pickle named a global outside the allow-list; nothing was called."""

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 from tumorchar.models.recipes import (
     LASSO,
     LINEAR,
@@ -34,7 +34,7 @@ from tumorchar.models.recipes import (
     TRACE_NORM_MTL,
     ModelRecipe,
 )
-from tumorchar.vocab import ATTRIBUTES, TASKS  # noqa: F401 (re-exported)
+from tumorchar.vocab import ATTRIBUTES, TASKS, Weights  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -73,53 +73,83 @@ class E1Method:
     feature: str
     recipe: ModelRecipe
     paper_row: str | None = None
+    weights: str = ""  # the network weights behind the feature (C3D features only)
 
     @property
     def multitask(self) -> bool:
         return self.recipe.multitask
 
+    @property
+    def labels(self) -> MethodLabels:
+        return MethodLabels(feature=self.feature, estimator=self.recipe.name, weights=self.weights)
 
-def default_methods(c3d_label: str = "random-init", network: str = "C3D fc6") -> list[E1Method]:
+
+#: E1's 3D networks: feature-slot prefix → how a row names the network's features.
+NETWORKS_3D = {"i3d": "I3D Mixed_5c", "c3d": "C3D fc6"}
+
+
+def default_methods(c3d_label: str = "random-init", network: str = "c3d") -> list[E1Method]:
     """Table II's eight methods, the proposed model without the Eq. 5 term Ψ (which is known
     for training cases only: the model is applied without it), and the size-only and
     six-attribute reference rows.
 
-    The 3D-CNN feature slots ("c3d_pretrained", "c3d_finetuned", named after the paper's
-    C3D) hold the features of ``network``: "I3D Mixed_5c" (Kinetics-400, the default of
-    `tumorchar reproduce`) or "C3D fc6" (Sports-1M with the user's weights file).
-    ``c3d_label`` names its weights before fine-tuning; "random-init" (the network at its
-    seeded initialization, only when asked for) marks the rows as not comparable with the
-    paper's pretrained network."""
-    if c3d_label == "random-init":
-        pre = f"{network} (random-init, not fine-tuned; not comparable with the paper)"
-        fine = f"{network} (random-init, fine-tuned; not comparable with the paper)"
+    The paper's 3D CNN rows use the features of ``network`` (`NETWORKS_3D`): "i3d"
+    (Kinetics-400, the default of `tumorchar reproduce`; features "i3d_pretrained",
+    "i3d_finetuned") or "c3d" (Sports-1M with the user's weights file; "c3d_pretrained",
+    "c3d_finetuned"). ``c3d_label`` names its weights before fine-tuning (value or display
+    name); "random-init" (the seeded initialization, only when asked for) marks the rows as
+    not comparable with the paper's pretrained network."""
+    if network not in NETWORKS_3D:
+        raise ValueError(f"network must be one of {sorted(NETWORKS_3D)}, got {network!r}")
+    title = NETWORKS_3D[network]
+    w_pre = _weights_value(c3d_label)
+    w_fine = f"{w_pre}+finetuned"
+    if w_pre == "random-init":
+        pre = f"{title} (random-init, not fine-tuned; not comparable with the paper)"
+        fine = f"{title} (random-init, fine-tuned; not comparable with the paper)"
     else:
-        pre = f"{network} ({c3d_label}, not fine-tuned)"
-        fine = f"{network} ({c3d_label}, fine-tuned)"
+        pre = f"{title} ({c3d_label}, not fine-tuned)"
+        fine = f"{title} ({c3d_label}, fine-tuned)"
+    f_pre, f_fine = f"{network}_pretrained", f"{network}_finetuned"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)"),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)"),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)"),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)"),
+        E1Method(f"{pre} + Lasso", f_pre, LASSO, "3D CNN + LASSO (pre)", w_pre),
+        E1Method(f"{pre} + Ridge", f_pre, RIDGE, "3D CNN + RR (pre)", w_pre),
+        E1Method(f"{fine} + Lasso", f_fine, LASSO, "3D CNN + LASSO (fine)", w_fine),
+        E1Method(f"{fine} + Ridge", f_fine, RIDGE, "3D CNN + RR (fine)", w_fine),
         E1Method(
-            f"{fine} + trace-norm MTL", "c3d_finetuned", TRACE_NORM_MTL, "3D CNN MTL trace norm"
+            f"{fine} + trace-norm MTL",
+            f_fine,
+            TRACE_NORM_MTL,
+            "3D CNN MTL trace norm",
+            w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
-            "c3d_finetuned",
+            f_fine,
             PROPOSED_MTL,
             "Proposed",
+            w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
-            "c3d_finetuned",
+            f_fine,
             MTL_WITHOUT_PSI,
+            None,
+            w_fine,
         ),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
     ]
+
+
+def _weights_value(label: str) -> str:
+    """The `Weights` value of a label given as value or display name ("Sports-1M")."""
+    for weights in Weights:
+        if label in (weights.value, weights.display):
+            return weights.value
+    return label
 
 
 def run_e1(
@@ -168,5 +198,6 @@ def run_e1(
                 data.case_ids[fold.test],
                 malignancy[fold.test],
                 predicted,
+                labels=method.labels,
             )
     return log

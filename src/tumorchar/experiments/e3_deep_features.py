@@ -64,12 +64,18 @@ def run_e3(
     network: str = "vgg16",
 ) -> ResultLog:
     """Clustering on each available layer of ``network`` (`NETWORK_LAYERS`); the keys of
-    ``vgg_features`` are that network's outputs (e.g. `vgg.extract_vgg`'s)."""
+    ``vgg_features`` are that network's outputs (e.g. `vgg.extract_vgg`'s). The result rows'
+    feature label is the output key, prefixed with the network for networks other than VGG
+    ("efficientnet-lite0/pooled", "i3d-static/logits")."""
     if network not in NETWORK_LAYERS:
         raise ValueError(f"unknown network {network!r}; choose one of {sorted(NETWORK_LAYERS)}")
+    prefix = "" if network == "vgg16" else f"{network}/"
     tag = weights_tag(weights_label)
     methods = {
-        f"{name}{tag}": (key, "cluster", paper_row)
+        f"{name}{tag}": (f"{prefix}{key}", "cluster", paper_row)
         for name, (key, paper_row) in NETWORK_LAYERS[network].items()
     }
-    return run_unsupervised("E3", data, vgg_features, methods, folds, log, namings, seed, on_step)
+    features = {f"{prefix}{k}": v for k, v in vgg_features.items()}
+    return run_unsupervised(
+        "E3", data, features, methods, folds, log, namings, seed, on_step, weights=weights_label
+    )

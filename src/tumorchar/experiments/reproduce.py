@@ -58,7 +58,7 @@ from tumorchar.vocab import Weights
 EXPERIMENTS = ("E1", "E2", "E3", "E4")
 # E1 methods rerun with the other split (by patient ↔ plain stratified) to show what splitting
 # a patient's nodules across folds does; the features that need no fine-tuning keep it cheap.
-SPLIT_COMPARISON_FEATURES = ("gist", "c3d_pretrained", "diameter", "attributes")
+SPLIT_COMPARISON_FEATURES = ("gist", "c3d_pretrained", "i3d_pretrained", "diameter", "attributes")
 DEFAULT_MRI_CASES = 171  # the paper's cohort size (38 normal, 133 IPMN)
 
 
@@ -147,6 +147,15 @@ class Reproduction:
 
     def key(self, stage_name: str) -> str:
         return self.runner.keys[stage_name]
+
+    def _log(self, experiment: str, dataset: str, key: str) -> ResultLog:
+        """A result log whose rows say where their cases come from."""
+        store = self.stores.get(dataset)
+        if store is None or not store.is_phantom:
+            source = "real"
+        else:
+            source = "phantom" if dataset == "lung" else "synthetic"
+        return ResultLog(experiment, dataset, key, data_source=source)
 
     def _experiment(self, name, inputs, settings, run) -> None:
         self.tables.append(self.runner.run(_experiment_stage(name, inputs, settings, run)))
@@ -389,7 +398,7 @@ class Reproduction:
 
         s = self.settings
         is_i3d = c3d.name == "i3d"
-        network = "I3D Mixed_5c" if is_i3d else "C3D fc6"
+        network = "i3d" if is_i3d else "c3d"
         methods = default_methods(c3d.weights.display, network)
         if is_i3d:
             epochs = s.i3d_epochs or i3d.get_setting(s.i3d_setting).epochs
@@ -414,8 +423,8 @@ class Reproduction:
                 finetuned = self._finetuned(values[patches], ids, scores, c3d, finetune)
             features = {
                 "gist": _aligned(values[gist], ids),
-                "c3d_pretrained": pretrained,
-                "c3d_finetuned": finetuned,
+                f"{network}_pretrained": pretrained,
+                f"{network}_finetuned": finetuned,
                 "diameter": cases.table["equivalent_diameter_mm"].to_numpy(float),
             }
             data = E1Data(np.array(ids), scores, cases.labels, cases.groups, psi)
@@ -423,7 +432,7 @@ class Reproduction:
 
         def run(values, key):
             data, features = features_of(values)
-            log = ResultLog("E1", "lung", key)
+            log = self._log("E1", "lung", key)
             return run_e1(data, features, values[cases_name].folds, log, methods, self.on_step)
 
         names = [m.name for m in methods]
@@ -439,7 +448,7 @@ class Reproduction:
         def run_other(values, key):
             data, features = features_of(values)
             folds = make_folds(data.labels, data.groups, other)
-            log = ResultLog("E1-other-split", "lung", key)
+            log = self._log("E1-other-split", "lung", key)
             return run_e1(data, features, folds, log, split_methods, self.on_step)
 
         settings = {"methods": [m.name for m in split_methods], "protocol": other.as_dict()}
@@ -554,7 +563,7 @@ class Reproduction:
         """E2 (GIST), E3 (deep features) and E4 (supervised upper bounds) of one dataset;
         ``deep`` = {network: (feature stage, weights label)} (`_deep_2d`)."""
         from tumorchar.experiments.e2_unsupervised import run_e2
-        from tumorchar.experiments.e3_deep_features import run_e3, weights_tag
+        from tumorchar.experiments.e3_deep_features import run_e3
         from tumorchar.experiments.e4_upper_bound import ClassData, run_e4
 
         s = self.settings
@@ -579,7 +588,7 @@ class Reproduction:
 
             def run2(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E2", dataset, key)
+                log = self._log("E2", dataset, key)
                 return run_e2(
                     data(values, True), _aligned(values[gist], ids), folds(values), log,
                     seed=s.seed, on_step=self.on_step, rf_trees=s.rf_trees,
@@ -592,7 +601,7 @@ class Reproduction:
 
             def run3(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E3", dataset, key)
+                log = self._log("E3", dataset, key)
                 for network, (stage, label) in deep.items():
                     run_e3(
                         data(values, True), _aligned_outputs(values[stage], ids), folds(values),
@@ -604,13 +613,10 @@ class Reproduction:
             self._experiment(f"E3_{dataset}", inputs, {"seed": s.seed}, run3)
         if "E4" in wanted:
             inputs = (cases_name, gist, *deep_stages)
-            tags = {}
+            weights_of = {}  # feature → weights label of its network
             for network, (_, label) in deep.items():
-                tag = weights_tag(label)[2:-1]  # without " (" and ")"
-                if tag and network == "vgg16":
-                    tags |= dict.fromkeys(("fc7_relu", "fc8_relu"), tag)
-                elif tag:
-                    tags |= {k: tag for k in _E4_KEYS[network]}
+                keys = ("fc7_relu", "fc8_relu") if network == "vgg16" else _E4_KEYS[network]
+                weights_of |= dict.fromkeys(keys, label)
 
             def run4(values, key):
                 ids = values[cases_name].case_ids
@@ -621,10 +627,10 @@ class Reproduction:
                         features |= {k: outputs[k] for k in ("fc7_relu", "fc8_relu")}
                     else:
                         features |= {k: outputs[k.split("/")[1]] for k in _E4_KEYS[network]}
-                log = ResultLog("E4", dataset, key)
+                log = self._log("E4", dataset, key)
                 return run_e4(
                     data(values, False), features, folds(values), log, oversample, s.seed,
-                    tags, s.rf_trees, on_step=self.on_step,
+                    weights_of, s.rf_trees, on_step=self.on_step,
                 )  # fmt: skip
 
             settings = {"seed": s.seed, "rf_trees": s.rf_trees, "oversample": oversample}
@@ -721,7 +727,7 @@ def _aligned(outputs: dict, case_ids: list[str]) -> np.ndarray:
 
 #: E4 feature keys (`e4_upper_bound.PRETRAINED_FEATURES`) per 2D network of `_deep_2d`.
 _E4_KEYS = {
-    "efficientnet-lite0": ("efficientnet/pooled", "efficientnet/logits_relu"),
+    "efficientnet-lite0": ("efficientnet-lite0/pooled", "efficientnet-lite0/logits_relu"),
     "i3d-static": ("i3d-static/mixed_5c",),
 }
 
