@@ -105,31 +105,38 @@ class Characterizer:
         units: str = "mm",
         case_id: str | None = None,
         modality: str | None = None,
+        component: str | int | None = None,
     ) -> Characterization:
         """Characterize the region of `scan` around the point `at` or inside `mask`.
 
         `scan` is a path (DICOM series folder or file, NIfTI, NRRD), a
         `tumorchar.data.io.Volume` or a SimpleITK image; `at` is ``(x, y, z)`` in `units` (``"mm"``:
         world coordinates; ``"voxel"``: column, row, slice index); `mask` an array, image or
-        file on the scan's grid whose centroid is used. `modality` overrides the scan's.
+        file on the scan's grid whose centroid is used; a mask of several separate regions
+        needs `component` (``"largest"`` or a label value, see `scan.mask_array`).
+        `modality` overrides the scan's.
         """
         scan = scans.as_scan(scan, case_id=case_id, modality=modality)
         self.check_modality(scan)
-        return self.predict_patch(self.region(scan, at=at, mask=mask, units=units), scan.case_id)
+        region = self.region(scan, at=at, mask=mask, units=units, component=component)
+        return self.predict_patch(region, scan.case_id)
 
-    def region(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> RegionPatch:
+    def region(
+        self, scan: scans.Scan, at=None, mask=None, units: str = "mm", component=None
+    ) -> RegionPatch:
         """The region of `scan` cut as the training cases were (see `tumorchar.bundle.region`)."""
         if (at is None) == (mask is None):
             raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
         settings = self.region_settings
         if isinstance(settings, MRIRegionSettings):
             if mask is not None:
-                roi = scans.mask_array(scan, mask)
+                roi = scans.mask_array(scan, mask, component)
             else:
                 center = self.locate(scan, at=at, units=units)
                 roi = point_roi(scan, center, settings.roi_extent_mm)
             return extract_mri_region(scan, roi, settings)
-        return extract_patch(scan, self.locate(scan, at=at, mask=mask, units=units), settings)
+        center = self.locate(scan, at=at, mask=mask, units=units, component=component)
+        return extract_patch(scan, center, settings)
 
     def check_modality(self, scan: scans.Scan) -> None:
         found = scans.infer_modality(scan)
@@ -141,10 +148,12 @@ class Characterizer:
                 "explicitly if the guess is wrong)"
             )
 
-    def locate(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> np.ndarray:
+    def locate(
+        self, scan: scans.Scan, at=None, mask=None, units: str = "mm", component=None
+    ) -> np.ndarray:
         """World coordinates (x, y, z) of the region's centre."""
         if mask is not None:
-            return scans.mask_center(scan, mask)
+            return scans.mask_center(scan, mask, component)
         return scans.locate_point(scan, at, units)
 
     def predict_patch(self, patch: RegionPatch, case_id: str) -> Characterization:
