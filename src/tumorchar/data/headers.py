@@ -257,9 +257,10 @@ def _check_nifti(path: Path, name: str, max_bytes: int | None) -> Declared:
     n_voxels = math.prod(sizes)
     check_budget(n_voxels, name, filename, max_bytes)
     dtype = np.dtype(_NIFTI_TYPES[datatype]).newbyteorder(endian)
-    minimum = 352 if _nifti_version(head) == 1 else 544
-    if not math.isfinite(vox_offset) or vox_offset < minimum:
+    if not math.isfinite(vox_offset) or vox_offset < 0:
         raise _error(f"case {name}: {filename} has an invalid vox_offset {vox_offset}")
+    # data never start inside the header: the NIfTI library reads a smaller offset as this
+    vox_offset = max(vox_offset, 352 if _nifti_version(head) == 1 else 544)
     expected = n_voxels * dtype.itemsize
     encoding = "gzip" if filename.lower().endswith(".gz") else "raw"
     float_dtype = dtype if dtype.kind == "f" else None
@@ -381,8 +382,11 @@ def _check_nrrd(path: Path, name: str, max_bytes: int | None) -> Declared:
     data_path, offset = path, data_start
     if "data file" in fields or "datafile" in fields:
         detached = fields.get("data file", fields.get("datafile", ""))
-        if not detached or "%" in detached or detached.upper().startswith("LIST") or (
-            " " in detached
+        if (
+            not detached
+            or "%" in detached
+            or detached.upper().startswith("LIST")
+            or (" " in detached)
         ):
             raise _error(f"case {name}: {filename}: unsupported 'data file' {detached[:60]!r}")
         data_path, offset = path.parent / detached, 0

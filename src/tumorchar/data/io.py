@@ -396,7 +396,7 @@ def _slice_header(path: Path, ds, name: str, lone: bool) -> _Slice:
         or abs(np.linalg.norm(col_dir) - 1) > DIRECTION_TOLERANCE
         or abs(float(row_dir @ col_dir)) > DIRECTION_TOLERANCE
     ):
-        raise DicomTagError(name, path, "ImageOrientationPatient", "not two orthogonal unit vectors")
+        raise DicomTagError(name, path, "ImageOrientationPatient", "not orthonormal")
     # a lone slice (e.g. a secondary capture) may lack position tags; a series may not
     position = _numbers(ds, "ImagePositionPatient", path, name, 3, required=not lone)
     slope = _numbers(ds, "RescaleSlope", path, name, 1, required=False)
