@@ -202,8 +202,17 @@ def test_dicom_slice_with_short_pixel_data_is_named(tmp_path):
 def test_non_image_dicom_beside_the_series_is_still_skipped(tmp_path):
     paths = dicom_series(tmp_path / "s", ct_array())
     ds = pydicom.dcmread(paths[0])
-    for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-                    "SamplesPerPixel", "PhotometricInterpretation", "PixelRepresentation"):
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "PixelRepresentation",
+    ):
         delattr(ds, keyword)  # fmt: skip
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
     ds.save_as(tmp_path / "s" / "report.dcm")
