@@ -125,7 +125,7 @@ def test_nrrd_with_zero_or_nan_spacing_is_refused(tmp_path, fields):
 
 def test_metaimage_without_element_spacing_is_refused(tmp_path):
     array = ct_array()
-    header = f"ObjectType = Image\nNDims = 3\nDimSize = 10 8 6\nElementType = MET_FLOAT\n"
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 10 8 6\nElementType = MET_FLOAT\n"
     data = header + "ElementDataFile = LOCAL\n"
     (tmp_path / "m.mha").write_bytes(data.encode() + array.astype("<f4").tobytes())
     with pytest.raises(ScanError, match="case m: m.mha has no ElementSpacing"):
