@@ -23,12 +23,14 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tumorchar.errors import TumorcharError
+
 LOCK_NAME = ".tumorchar.lock"
 _HELD: dict[str, list] = {}  # resolved lock path → [file descriptor, depth]
 _GUARD = threading.Lock()
 
 
-class FolderLockedError(RuntimeError):
+class FolderLockedError(TumorcharError):
     """Another live run writes this output folder."""
 
 

@@ -3,7 +3,8 @@
 Layout (docs/architecture.md, stage 2):
 
 - `index.parquet`: one row per case: `case_id patient_id source label`, the 7 mean scores
-  (NaN for MRI), `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
+  (NaN for MRI), their Eq. 5 inconsistency `psi_<task>` (NaN when unknown),
+  `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
 - `arrays/<case_id>.npz`: `volume` float32 (z, y, x), `slice2d` float32 (y, x) (the central
   axial slice, index z // 2), `mask` bool (z, y, x), `mask2d` bool (y, x);
 - `store.json`: source kind, phantom flag and note, settings, failures, the store's hash.
@@ -29,8 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorchar._io import (
+    atomic_path,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from tumorchar.data.cohort_store import PAPER_TASKS
+from tumorchar.errors import CaseError, StoreMismatchError, TumorcharError  # noqa: F401
 from tumorchar.lock import FolderLock
+from tumorchar.vocab import PSI_COLUMNS
 
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
@@ -44,6 +53,7 @@ INDEX_COLUMNS = (
     "source",
     "label",
     *SCORE_COLUMNS,
+    *PSI_COLUMNS,
     "equivalent_diameter_mm",
     "spacing_mm",
     "padded_fraction",
@@ -55,15 +65,7 @@ FORMAT_VERSION = 1
 INDEX_FLUSH_SECONDS = 10.0
 
 
-class CaseError(ValueError):
-    """A case could not be turned into a patch; the message names the case."""
-
-
-class StoreMismatchError(ValueError):
-    """An existing store folder was written with another source or other settings."""
-
-
-class IncompleteStoreError(ValueError):
+class IncompleteStoreError(TumorcharError):
     """A store whose build did not finish, or finished with failed cases (`complete: false`)."""
 
 
@@ -116,27 +118,19 @@ def _store_hash(source: str, settings: dict, index: pd.DataFrame) -> str:
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, default=float)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: Sequence[str]) -> None:
     """An `.npz` readable by `np.load`: members in `compress` deflated, the others stored
     (noisy float32 barely compresses and zlib would dominate the write time)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-            for key, value in arrays.items():
-                kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = kind
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for key, value in arrays.items():
+            kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = kind
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_case_id(case_id: str) -> None:
@@ -166,8 +160,8 @@ class PatchStoreWriter:
         # one writer per folder: a second run refuses here, before it touches anything
         self._lock = FolderLock(self.folder).acquire()
         self.arrays_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.folder.glob("*.tmp"), *self.arrays_dir.glob("*.tmp")]:
-            stale.unlink()  # left by an interrupted run (we hold the lock): never valid
+        for folder in (self.folder, self.arrays_dir):
+            remove_stale_temporaries(folder)  # left by an interrupted run (we hold the lock)
         self._rows: dict[str, dict] = {}
         try:
             self._check_existing()
@@ -246,16 +240,15 @@ class PatchStoreWriter:
     def index(self) -> pd.DataFrame:
         rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
         table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm", "padded_fraction"):
+        numeric = (*SCORE_COLUMNS, *PSI_COLUMNS, "equivalent_diameter_mm", "spacing_mm")
+        for column in (*numeric, "padded_fraction"):
             table[column] = table[column].astype(float)
         return table
 
     def flush(self, failures: dict[str, str] | None = None, complete: bool = False) -> None:
         """Rewrite index.parquet and store.json atomically (index first)."""
         table = self.index()
-        tmp = self.folder / (INDEX_NAME + ".tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.folder / INDEX_NAME)
+        write_parquet_atomic(table, self.folder / INDEX_NAME)
         _atomic_json(
             self.folder / STORE_NAME,
             {
