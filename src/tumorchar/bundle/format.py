@@ -80,7 +80,15 @@ def write_bundle(
     is given. The manifest gets the format name and version, a `files` table (bytes and
     sha256 of every data file) and its own digest. The folder appears complete or not at all.
     """
+    from tumorchar.lock import FolderLock
+
     folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock.beside(folder):  # one writer: a second run into the same bundle refuses
+        return _write_bundle(folder, manifest, writers, overwrite)
+
+
+def _write_bundle(folder: Path, manifest, writers, overwrite: bool) -> Path:
     if folder.exists() and not overwrite:
         raise BundleError(f"{folder} already exists; choose another folder or allow overwrite")
     if folder.exists() and not folder.is_dir():

@@ -54,9 +54,12 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def open_store(patches: str | os.PathLike):
+def open_store(patches):
+    """A patch store from its folder (refused if incomplete), or an opened `PatchStore`."""
     from tumorchar.data.patches import PatchStore
 
+    if isinstance(patches, PatchStore):
+        return patches
     try:
         return PatchStore(Path(patches))
     except FileNotFoundError as error:

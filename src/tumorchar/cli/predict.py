@@ -53,23 +53,25 @@ def _phantom_note(model: Characterizer) -> str | None:
 
 def render(result: Characterization, model: Characterizer, console: Console) -> None:
     """One result as a Rich table, with the model's provenance underneath."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"case {result.case_id}", show_header=False, title_justify="left")
+    table = Table(title=f"case {escape(result.case_id)}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     negative, positive = model.manifest["classes"]
     colour = "red" if result.label == positive else "green"
-    table.add_row("class", f"[{colour}]{result.label}[/]")
+    table.add_row("class", f"[{colour}]{escape(result.label)}[/]")
     table.add_row(
-        f"P({positive})", f"{result.probability:.3f}  [dim]({result.probability_method})[/]"
+        f"P({escape(positive)})",
+        f"{result.probability:.3f}  [dim]({escape(result.probability_method)})[/]",
     )
     if result.malignancy is not None:
         low, high = model.score_range["malignancy"]
         table.add_row("malignancy", f"{result.malignancy:.2f}  [dim](scale {low:g}–{high:g})[/]")
     for name, value in result.attributes.items():
         low, high = model.score_range[name]
-        table.add_row(name, f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
+        table.add_row(escape(name), f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
     center = ", ".join(f"{v:.1f}" for v in result.region["center_mm"])
     if result.region["kind"] == "ct-cube":
         region = f"centre ({center}) mm, {result.region['size_mm']:g} mm cube"
@@ -80,10 +82,14 @@ def render(result: Characterization, model: Characterizer, console: Console) -> 
     table.add_row("region", region)
     console.print(table)
     data = result.provenance["training_data"]
+    provenance = result.provenance
     console.print(
-        f"[dim]model: {model.kind} ({result.provenance['features']}), tumorchar "
-        f"{result.provenance['package_version']}, trained {result.provenance['created_utc']} "
-        f"on {data['n_cases']} {data['source']} cases[/]"
+        escape(
+            f"model: {model.kind} ({provenance['features']}), tumorchar "
+            f"{provenance['package_version']}, trained {provenance['created_utc']} "
+            f"on {data['n_cases']} {data['source']} cases"
+        ),
+        style="dim",
     )
     note = _phantom_note(model)
     if note:
@@ -98,22 +104,31 @@ def predict_one(
     mask: Path | None,
     json_out: Path | None,
     modality: str | None,
+    component: str | int | None = None,
 ) -> None:
+    if json_out is not None and json_out.is_dir():
+        fail(f"--json {json_out} is a folder; give the name of a file to write")
     model = _load(model_dir)
     try:
-        result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
+        result = model.predict(
+            scan, at=point, mask=mask, units=units, modality=modality, component=component
+        )
     except _EXPECTED_ERRORS as error:
         fail(str(error))
     from rich.console import Console
 
     render(result, model, Console())
     if json_out is not None:
-        write_json_atomic(json_out, result.to_dict())
+        from tumorchar.lock import FolderLock
+
+        with FolderLock.beside(json_out):
+            write_json_atomic(json_out, result.to_dict())
 
 
 def read_batch(csv_path: Path) -> list[dict[str, Any]]:
     """Rows of a batch CSV: `scan` (relative paths are relative to the CSV's folder) and
-    either `x,y,z` (+ optional `units`) or `mask`; optional `case_id`, `modality`."""
+    either `x,y,z` (+ optional `units`) or `mask` (+ optional `component`: ``largest`` or a
+    label value); optional `case_id`, `modality`."""
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
@@ -135,11 +150,14 @@ def read_batch(csv_path: Path) -> list[dict[str, Any]]:
             job["at"] = tuple(row.get(axis, "") for axis in ("x", "y", "z"))
         job["units"] = (row.get("units") or "mm").strip() or "mm"
         job["modality"] = (row.get("modality") or "").strip() or None
+        job["component"] = (row.get("component") or "").strip() or None
         jobs.append(job)
     return jobs
 
 
 def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
+    from tumorchar.bundle.scan import parse_component
+
     at = job["at"]
     if at is not None:
         try:
@@ -153,6 +171,7 @@ def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
         units=job["units"],
         case_id=job["case_id"],
         modality=job["modality"],
+        component=parse_component(job.get("component")),
     )
 
 
@@ -180,7 +199,28 @@ def _previous_results(json_out: Path | None, model: Characterizer, jobs) -> dict
     }
 
 
+def _failure_message(job: dict[str, Any], error: Exception) -> str:
+    """The project's errors by their message; anything else also by its type (a bug or an
+    environment problem, not bad input)."""
+    from tumorchar.errors import TumorcharError
+
+    message = (
+        str(error)
+        if isinstance(error, TumorcharError)
+        else (f"unexpected {type(error).__name__}: {error}")
+    )
+    if job["case_id"] not in message:
+        message = f"case {job['case_id']}: {message}"
+    return message
+
+
 def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> None:
+    """Every row is tried; a failing row (whatever it raises) is listed and the batch goes
+    on. With `--json`, the file is rewritten atomically after every row, so finished results
+    survive an interruption, and it lists the failures; exit code 1 if any row failed."""
+    from contextlib import nullcontext
+
+    from tumorchar.lock import FolderLock
     from tumorchar.progress import progress_bar
 
     model = _load(model_dir)
@@ -188,53 +228,68 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
         jobs = read_batch(csv_path)
     except (ValueError, OSError) as error:
         fail(str(error))
-    done = _previous_results(json_out, model, jobs)
-    results, failures = [], {}
-    with progress_bar(True, len(jobs), "predict") as advance:
-        for job in jobs:
-            if job["case_id"] in done:
-                results.append(done[job["case_id"]])
-            else:
-                try:
-                    results.append(_run_job(model, job).to_dict())
-                except _EXPECTED_ERRORS as error:
-                    message = str(error)
-                    if job["case_id"] not in message:
-                        message = f"case {job['case_id']}: {message}"
-                    failures[job["case_id"]] = message
-            advance()
+    if json_out is not None and json_out.is_dir():
+        fail(f"--json {json_out} is a folder; give the name of a file to write")
+    lock = FolderLock.beside(json_out) if json_out is not None else nullcontext()
+    with lock:
+        done = _previous_results(json_out, model, jobs)
+        results, failures = {}, {}
+
+        def save() -> None:
+            if json_out is not None:
+                ordered = [results[job["case_id"]] for job in jobs if job["case_id"] in results]
+                write_json_atomic(json_out, _payload(model, jobs, ordered, failures))
+
+        save()  # an unwritable --json stops the batch before the first case, not after
+        with progress_bar(True, len(jobs), "predict") as advance:
+            for job in jobs:
+                case_id = job["case_id"]
+                if case_id in done:
+                    results[case_id] = done[case_id]
+                else:
+                    try:
+                        results[case_id] = _run_job(model, job).to_dict()
+                    except Exception as error:  # noqa: BLE001 - the case boundary: the batch goes on
+                        failures[case_id] = _failure_message(job, error)
+                    save()
+                advance()
     from rich.console import Console
 
-    _batch_table(results, model, Console())
-    if json_out is not None:
-        payload = {
-            "model": str(model.folder),
-            "model_sha256": model.manifest["manifest_sha256"],
-            "requests": {job["case_id"]: _request(job) for job in jobs},
-            "results": results,
-            "failures": failures,
-        }
-        write_json_atomic(json_out, payload)
+    _batch_table([results[j["case_id"]] for j in jobs if j["case_id"] in results], model, Console())
     if failures:
         console = Console(stderr=True)
         console.print(f"[bold red]{len(failures)} of {len(jobs)} case(s) failed:[/]")
         for message in failures.values():
-            console.print(f"  {message}")
+            console.print(f"  {message}", markup=False, highlight=False, soft_wrap=True)
+        if json_out is not None:
+            console.print(f"the failures are listed in {json_out}", markup=False)
         raise typer.Exit(1)
 
 
+def _payload(model: Characterizer, jobs, results: list[dict], failures: dict) -> dict:
+    return {
+        "model": str(model.folder),
+        "model_sha256": model.manifest["manifest_sha256"],
+        "requests": {job["case_id"]: _request(job) for job in jobs},
+        "results": results,
+        "failures": failures,
+        "complete": len(results) + len(failures) == len(jobs),
+    }
+
+
 def _batch_table(results: list[dict], model: Characterizer, console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     positive = model.manifest["classes"][1]
     table = Table(title=f"{len(results)} case(s), model {model.kind}", title_justify="left")
     table.add_column("case")
     table.add_column("class")
-    table.add_column(f"P({positive})", justify="right")
+    table.add_column(f"P({escape(positive)})", justify="right")
     if model.kind == "mtl":
         table.add_column("malignancy", justify="right")
     for result in results:
-        cells = [result["case_id"], result["label"], f"{result['probability']:.3f}"]
+        cells = [escape(result["case_id"]), escape(result["label"]), f"{result['probability']:.3f}"]
         if model.kind == "mtl":
             cells.append(f"{result['malignancy']:.2f}")
         table.add_row(*cells)
@@ -277,6 +332,11 @@ def predict(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result(s) here."),
     modality: Modality | None = typer.Option(None, help="Override the scan's modality."),
+    component: str | None = typer.Option(
+        None,
+        "--component",
+        help="A mask of several separate regions: 'largest' or a label value picks one.",
+    ),
 ) -> None:
     """Characterize a region of a new scan with a trained model bundle."""
     if batch is not None:
@@ -288,7 +348,13 @@ def predict(
         fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
     point = _parse_point(at) if at is not None else None
     chosen = None if modality is None else modality.value
-    predict_one(model, scan, point, units.value, mask, json_out, chosen)
+    from tumorchar.bundle.scan import parse_component
+
+    try:
+        picked = parse_component(component)
+    except ScanError as error:
+        fail(str(error))
+    predict_one(model, scan, point, units.value, mask, json_out, chosen, picked)
 
 
 def register(app: typer.Typer) -> None:

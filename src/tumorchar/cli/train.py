@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tumorchar.cli._common import Overwrite, Preset, Seed, fail
+from tumorchar.cli._common import AllowIncomplete, Overwrite, Preset, Seed, fail
 
 train_app = typer.Typer(
     help="Fit a model on every case of a patch store and save it as a model bundle.",
@@ -23,8 +23,18 @@ InternalFolds = Annotated[
 
 def _log(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[dim]train:[/] {message}")
+    Console(stderr=True).print(f"[dim]train:[/] {escape(message)}")
+
+
+def _open(patches: Path, allow_incomplete: bool):
+    from tumorchar.data.patches import PatchStore
+
+    try:
+        return PatchStore(patches, allow_incomplete=allow_incomplete)
+    except (FileNotFoundError, ValueError) as error:
+        fail(f"cannot open the patch store {patches}: {error}")
 
 
 def _run(train, *args, **kwargs) -> None:
@@ -42,6 +52,7 @@ def train_mtl_command(
         typer.Option("--patches", exists=True, file_okay=False, help="Patch store folder (CT)."),
     ],
     out: BundleOut,
+    allow_incomplete: AllowIncomplete = False,
     preset: Preset = typer.Option(
         Preset.cpu, help="C3D preset: cpu (minutes on CPU) or paper (GPU)."
     ),
@@ -67,7 +78,8 @@ def train_mtl_command(
 
     options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
     options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
-    _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)
+    store = _open(patches, allow_incomplete)
+    _run(train_mtl, store, out, overwrite=overwrite, progress=True, **options)
 
 
 @train_app.command("unsupervised")
@@ -79,6 +91,7 @@ def train_unsupervised_command(
         ),
     ],
     out: BundleOut,
+    allow_incomplete: AllowIncomplete = False,
     folds: InternalFolds = 5,
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -86,7 +99,8 @@ def train_unsupervised_command(
     """Unsupervised model: GIST → k-means (k = 2) → label proportions → ∝SVM."""
     from tumorchar.bundle.train import train_unsupervised
 
-    _run(train_unsupervised, patches, out, n_folds=folds, seed=seed, overwrite=overwrite)
+    store = _open(patches, allow_incomplete)
+    _run(train_unsupervised, store, out, n_folds=folds, seed=seed, overwrite=overwrite)
 
 
 def register(app: typer.Typer) -> None:
