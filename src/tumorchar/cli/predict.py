@@ -233,7 +233,9 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
     lock = FolderLock.beside(json_out) if json_out is not None else nullcontext()
     with lock:
         done = _previous_results(json_out, model, jobs)
-        results, failures = {}, {}
+        # reused results are kept from the first write on: an interruption never loses them
+        results = {job["case_id"]: done[job["case_id"]] for job in jobs if job["case_id"] in done}
+        failures: dict[str, str] = {}
 
         def save() -> None:
             if json_out is not None:
@@ -244,9 +246,7 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
         with progress_bar(True, len(jobs), "predict") as advance:
             for job in jobs:
                 case_id = job["case_id"]
-                if case_id in done:
-                    results[case_id] = done[case_id]
-                else:
+                if case_id not in results:
                     try:
                         results[case_id] = _run_job(model, job).to_dict()
                     except Exception as error:  # noqa: BLE001 - the case boundary: the batch goes on
