@@ -28,15 +28,6 @@ def _log(message: str) -> None:
     Console(stderr=True).print(f"[dim]train:[/] {escape(message)}")
 
 
-def _open(patches: Path, allow_incomplete: bool):
-    from tumorchar.data.patches import PatchStore
-
-    try:
-        return PatchStore(patches, allow_incomplete=allow_incomplete)
-    except (FileNotFoundError, ValueError) as error:
-        fail(f"cannot open the patch store {patches}: {error}")
-
-
 def _run(train, *args, **kwargs) -> None:
     try:
         path = train(*args, log=_log, **kwargs)
@@ -78,8 +69,8 @@ def train_mtl_command(
 
     options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
     options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
-    store = _open(patches, allow_incomplete)
-    _run(train_mtl, store, out, overwrite=overwrite, progress=True, **options)
+    options |= {"allow_incomplete": allow_incomplete}
+    _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)
 
 
 @train_app.command("unsupervised")
@@ -99,8 +90,15 @@ def train_unsupervised_command(
     """Unsupervised model: GIST → k-means (k = 2) → label proportions → ∝SVM."""
     from tumorchar.bundle.train import train_unsupervised
 
-    store = _open(patches, allow_incomplete)
-    _run(train_unsupervised, store, out, n_folds=folds, seed=seed, overwrite=overwrite)
+    _run(
+        train_unsupervised,
+        patches,
+        out,
+        n_folds=folds,
+        seed=seed,
+        overwrite=overwrite,
+        allow_incomplete=allow_incomplete,
+    )
 
 
 def register(app: typer.Typer) -> None:
