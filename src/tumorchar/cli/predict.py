@@ -3,7 +3,14 @@
 (Moved from `tumorchar.bundle.cli_predict`: command-line code lives in `tumorchar.cli`.)
 
 A batch goes on past a bad case and lists the failures at the end; rerunning it with the
-same `--json` file reuses the results already there for the same model (resume).
+same `--json` file reuses the results already there for the same model (resume) — for a
+case whose requested output files are all there, and not when a batch page (`--html`) is
+asked for, which needs every case rendered.
+
+Outputs for viewers (`tumorchar.bundle.outputs`): `--dicom-sr`, `--dicom-seg`, `--heatmap`
+and `--html` name files for one case; for a batch, the first three name folders that get
+one `<case_id>.dcm` / `<case_id>.nii.gz` (or `.dcm` with `--heatmap-format dcm`) per case,
+and `--html` one page with every case.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tumorchar.cli._common import Modality, Units, fail
+from tumorchar.cli._common import HeatmapFormat, HeatmapMethod, Modality, Units, fail
 from tumorchar.errors import BundleError, ScanError
 
 if TYPE_CHECKING:  # the heavy modules are imported when a command runs
@@ -42,13 +49,9 @@ def _load(model: Path) -> Characterizer:
 
 
 def _phantom_note(model: Characterizer) -> str | None:
-    data = model.manifest["training_data"]
-    if data.get("is_phantom"):
-        return (
-            "this model was trained on the annotation-driven phantom (CT-like patches rendered "
-            "from LIDC annotations), not on real CT: its outputs demonstrate the pipeline only"
-        )
-    return None
+    from tumorchar.bundle.outputs.algorithm import Algorithm
+
+    return Algorithm.of(model).warning
 
 
 def render(result: Characterization, model: Characterizer, console: Console) -> None:
@@ -93,7 +96,7 @@ def render(result: Characterization, model: Characterizer, console: Console) -> 
     )
     note = _phantom_note(model)
     if note:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def predict_one(
@@ -104,20 +107,30 @@ def predict_one(
     mask: Path | None,
     json_out: Path | None,
     modality: str | None,
+    request=None,
     component: str | int | None = None,
 ) -> None:
     if json_out is not None and json_out.is_dir():
         fail(f"--json {json_out} is a folder; give the name of a file to write")
     model = _load(model_dir)
+    where = {"at": point, "mask": mask, "units": units, "modality": modality}
     try:
-        result = model.predict(
-            scan, at=point, mask=mask, units=units, modality=modality, component=component
-        )
+        if request is None:
+            result = model.predict(scan, component=component, **where)
+        else:
+            from tumorchar.bundle.outputs.case import predict_with_outputs
+
+            outputs = predict_with_outputs(model, scan, request, component=component, **where)
+            result = outputs.result
     except _EXPECTED_ERRORS as error:
         fail(str(error))
     from rich.console import Console
 
-    render(result, model, Console())
+    console = Console()
+    render(result, model, console)
+    if request is not None:
+        for name, path in outputs.written.items():
+            console.print(f"{name.replace('_', ' ')}: {path}", style="dim", markup=False)
     if json_out is not None:
         from tumorchar.lock import FolderLock
 
@@ -155,7 +168,9 @@ def read_batch(csv_path: Path) -> list[dict[str, Any]]:
     return jobs
 
 
-def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
+def _run_job(model: Characterizer, job: dict[str, Any], outputs=None, number: int = 0):
+    """Predict one batch row; with an `OutputsPlan`, also write its outputs (returns the
+    `CaseOutputs`, else the `Characterization`)."""
     from tumorchar.bundle.scan import parse_component
 
     at = job["at"]
@@ -164,15 +179,54 @@ def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
             at = tuple(float(v) for v in at)
         except ValueError:
             raise ScanError(f"case {job['case_id']}: x, y, z must be numbers") from None
-    return model.predict(
-        job["scan"],
-        at=at,
-        mask=job["mask"],
-        units=job["units"],
-        case_id=job["case_id"],
-        modality=job["modality"],
-        component=parse_component(job.get("component")),
+    where = {
+        "at": at,
+        "mask": job["mask"],
+        "units": job["units"],
+        "case_id": job["case_id"],
+        "modality": job["modality"],
+        "component": parse_component(job.get("component")),
+    }
+    if outputs is None:
+        return model.predict(job["scan"], **where)
+    from tumorchar.bundle.outputs.case import predict_with_outputs
+
+    request = outputs.for_case(job["case_id"])
+    return predict_with_outputs(
+        model, job["scan"], request, page_number=number, write_case_page=False, **where
     )
+
+
+class OutputsPlan:
+    """The per-case output paths of a batch: folders for SR / SEG / heatmap files, one page."""
+
+    def __init__(self, sr, seg, heatmap, html, method: str, heatmap_format: str):
+        self.sr, self.seg, self.heatmap, self.html = sr, seg, heatmap, html
+        self.method, self.heatmap_format = method, heatmap_format
+
+    def for_case(self, case_id: str):
+        from tumorchar.bundle.outputs.case import OutputRequest
+
+        def inside(folder, suffix):
+            return None if folder is None else Path(folder) / f"{_file_name(case_id)}{suffix}"
+
+        return OutputRequest(
+            dicom_sr=inside(self.sr, ".dcm"),
+            dicom_seg=inside(self.seg, ".dcm"),
+            heatmap=inside(self.heatmap, f".{self.heatmap_format}"),
+            html=self.html,
+            heatmap_method=self.method,
+        )
+
+    def files_exist(self, case_id: str) -> bool:
+        request = self.for_case(case_id)
+        paths = (request.dicom_sr, request.dicom_seg, request.heatmap)
+        return all(p is None or p.is_file() for p in paths)
+
+
+def _file_name(case_id: str) -> str:
+    """A case id as a file name: path separators and other odd characters become '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id).lstrip(".") or "case"
 
 
 def _request(job: dict[str, Any]) -> dict[str, Any]:
@@ -204,17 +258,18 @@ def _failure_message(job: dict[str, Any], error: Exception) -> str:
     environment problem, not bad input)."""
     from tumorchar.errors import TumorcharError
 
-    message = (
-        str(error)
-        if isinstance(error, TumorcharError)
-        else (f"unexpected {type(error).__name__}: {error}")
-    )
+    if isinstance(error, TumorcharError):
+        message = str(error)
+    else:
+        message = f"unexpected {type(error).__name__}: {error}"
     if job["case_id"] not in message:
         message = f"case {job['case_id']}: {message}"
     return message
 
 
-def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> None:
+def predict_batch(
+    model_dir: Path, csv_path: Path, json_out: Path | None, outputs: OutputsPlan | None = None
+) -> None:
     """Every row is tried; a failing row (whatever it raises) is listed and the batch goes
     on. With `--json`, the file is rewritten atomically after every row, so finished results
     survive an interruption, and it lists the failures; exit code 1 if any row failed."""
@@ -233,9 +288,16 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
     lock = FolderLock.beside(json_out) if json_out is not None else nullcontext()
     with lock:
         done = _previous_results(json_out, model, jobs)
+        if outputs is not None:  # reuse only what has its files; a page needs every case
+            done = (
+                {}
+                if outputs.html is not None
+                else {case: r for case, r in done.items() if outputs.files_exist(case)}
+            )
         # reused results are kept from the first write on: an interruption never loses them
         results = {job["case_id"]: done[job["case_id"]] for job in jobs if job["case_id"] in done}
         failures: dict[str, str] = {}
+        fragments = []
 
         def save() -> None:
             if json_out is not None:
@@ -248,14 +310,26 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
                 case_id = job["case_id"]
                 if case_id not in results:
                     try:
-                        results[case_id] = _run_job(model, job).to_dict()
-                    except Exception as error:  # noqa: BLE001 - the case boundary: the batch goes on
+                        made = _run_job(model, job, outputs, len(fragments))
+                    except Exception as error:  # noqa: BLE001 - the case boundary: go on
                         failures[case_id] = _failure_message(job, error)
+                    else:
+                        if outputs is None:
+                            results[case_id] = made.to_dict()
+                        else:
+                            results[case_id] = made.result.to_dict()
+                            if made.fragment is not None:
+                                fragments.append(made.fragment)
                     save()
                 advance()
     from rich.console import Console
 
     _batch_table([results[j["case_id"]] for j in jobs if j["case_id"] in results], model, Console())
+    if outputs is not None and outputs.html is not None and fragments:
+        from tumorchar.bundle.outputs.html import write_page
+
+        page = write_page(outputs.html, fragments)
+        Console().print(f"case view: {page}", style="dim", markup=False)
     if failures:
         console = Console(stderr=True)
         console.print(f"[bold red]{len(failures)} of {len(jobs)} case(s) failed:[/]")
@@ -296,7 +370,7 @@ def _batch_table(results: list[dict], model: Characterizer, console: Console) ->
     console.print(table)
     note = _phantom_note(model)
     if note:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _parse_point(text: str) -> tuple[float, float, float]:
@@ -332,6 +406,29 @@ def predict(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result(s) here."),
     modality: Modality | None = typer.Option(None, help="Override the scan's modality."),
+    dicom_sr: Path | None = typer.Option(
+        None, "--dicom-sr", help="DICOM SR (TID 1500) of the result (a folder with --batch)."
+    ),
+    dicom_seg: Path | None = typer.Option(
+        None, "--dicom-seg", help="DICOM SEG of the region used (a folder with --batch)."
+    ),
+    heatmap: Path | None = typer.Option(
+        None,
+        "--heatmap",
+        help="Activation map on the scan's grid: .nii.gz, .nrrd or .dcm (Parametric Map); "
+        "a folder with --batch.",
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Self-contained HTML case view (one page for a batch)."
+    ),
+    heatmap_method: HeatmapMethod = typer.Option(
+        HeatmapMethod.auto,
+        "--heatmap-method",
+        help="auto: Grad-CAM for C3D models, occlusion for GIST models.",
+    ),
+    heatmap_format: HeatmapFormat = typer.Option(
+        HeatmapFormat.nii_gz, "--heatmap-format", help="File type of per-case heatmaps (--batch)."
+    ),
     component: str | None = typer.Option(
         None,
         "--component",
@@ -339,22 +436,40 @@ def predict(
     ),
 ) -> None:
     """Characterize a region of a new scan with a trained model bundle."""
+    wanted = any(p is not None for p in (dicom_sr, dicom_seg, heatmap, html))
     if batch is not None:
         if scan is not None or at is not None or mask is not None:
             fail("--batch takes its scans and regions from the CSV; drop --scan/--at/--mask")
-        predict_batch(model, batch, json_out)
+        plan = None
+        if wanted:
+            for option, path in (
+                ("--dicom-sr", dicom_sr),
+                ("--dicom-seg", dicom_seg),
+                ("--heatmap", heatmap),
+            ):
+                if path is not None and path.suffix and not path.is_dir():
+                    fail(f"with --batch, {option} names a folder (one file per case): {path}")
+            plan = OutputsPlan(
+                dicom_sr, dicom_seg, heatmap, html, heatmap_method.value, heatmap_format.value
+            )
+        predict_batch(model, batch, json_out, plan)
         return
     if scan is None or (at is None) == (mask is None):
         fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
     point = _parse_point(at) if at is not None else None
     chosen = None if modality is None else modality.value
+    request = None
+    if wanted:
+        from tumorchar.bundle.outputs.case import OutputRequest
+
+        request = OutputRequest(dicom_sr, dicom_seg, heatmap, html, heatmap_method.value)
     from tumorchar.bundle.scan import parse_component
 
     try:
         picked = parse_component(component)
     except ScanError as error:
         fail(str(error))
-    predict_one(model, scan, point, units.value, mask, json_out, chosen, picked)
+    predict_one(model, scan, point, units.value, mask, json_out, chosen, request, picked)
 
 
 def register(app: typer.Typer) -> None:
