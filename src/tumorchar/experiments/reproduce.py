@@ -139,6 +139,15 @@ class Reproduction:
     def key(self, stage_name: str) -> str:
         return self.runner.keys[stage_name]
 
+    def _log(self, experiment: str, dataset: str, key: str) -> ResultLog:
+        """A result log whose rows say where their cases come from."""
+        store = self.stores.get(dataset)
+        if store is None or not store.is_phantom:
+            source = "real"
+        else:
+            source = "phantom" if dataset == "lung" else "synthetic"
+        return ResultLog(experiment, dataset, key, data_source=source)
+
     def _experiment(self, name, inputs, settings, run) -> None:
         self.tables.append(self.runner.run(_experiment_stage(name, inputs, settings, run)))
 
@@ -350,7 +359,7 @@ class Reproduction:
 
         def run(values, key):
             data, features = features_of(values)
-            log = ResultLog("E1", "lung", key)
+            log = self._log("E1", "lung", key)
             return run_e1(data, features, values[cases_name].folds, log, methods, self.on_step)
 
         names = [m.name for m in methods]
@@ -366,7 +375,7 @@ class Reproduction:
         def run_other(values, key):
             data, features = features_of(values)
             folds = make_folds(data.labels, data.groups, other)
-            log = ResultLog("E1-other-split", "lung", key)
+            log = self._log("E1-other-split", "lung", key)
             return run_e1(data, features, folds, log, split_methods, self.on_step)
 
         settings = {"methods": [m.name for m in split_methods], "protocol": other.as_dict()}
@@ -447,7 +456,7 @@ class Reproduction:
 
             def run2(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E2", dataset, key)
+                log = self._log("E2", dataset, key)
                 return run_e2(
                     data(values, True), _aligned(values[gist], ids), folds(values), log,
                     seed=s.seed, on_step=self.on_step, rf_trees=s.rf_trees,
@@ -460,7 +469,7 @@ class Reproduction:
 
             def run3(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E3", dataset, key)
+                log = self._log("E3", dataset, key)
                 outputs = _aligned_outputs(values[vgg], ids)
                 return run_e3(
                     data(values, True), outputs, folds(values), log, vgg_label,
@@ -482,7 +491,7 @@ class Reproduction:
                 if vgg:
                     outputs = _aligned_outputs(values[vgg], ids)
                     features |= {k: outputs[k] for k in ("fc7_relu", "fc8_relu")}
-                log = ResultLog("E4", dataset, key)
+                log = self._log("E4", dataset, key)
                 return run_e4(
                     data(values, False), features, folds(values), log, oversample, s.seed,
                     tags, s.rf_trees, on_step=self.on_step,
