@@ -16,6 +16,7 @@ import typer
 
 from tumorchar import __version__
 from tumorchar.cli import cohort, features, patches, predict, reproduce, train, weights
+from tumorchar.cli._common import guard_commands
 
 app = typer.Typer(
     name="tumorchar",
@@ -51,6 +52,7 @@ def main(
 
 for module in (cohort, patches, features, reproduce, train, predict, weights):
     module.register(app)
+guard_commands(app)
 
 __all__ = ["app"]
 
