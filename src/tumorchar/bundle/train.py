@@ -60,11 +60,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def open_store(patches: str | os.PathLike):
+def open_store(patches: str | os.PathLike, allow_incomplete: bool = False):
+    """The patch store at `patches`; one whose build did not complete is refused unless
+    `allow_incomplete` (`tumorchar.data.patches.PatchStore`)."""
     from tumorchar.data.patches import PatchStore
 
     try:
-        return PatchStore(Path(patches))
+        return PatchStore(Path(patches), allow_incomplete=allow_incomplete)
     except FileNotFoundError as error:
         raise TrainingError(str(error)) from None
 
@@ -208,6 +210,7 @@ def train_mtl(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    allow_incomplete: bool = False,
     log: Log = _quiet,
 ) -> Path:
     """Fit C3D + graph-regularized sparse MTL on a CT patch store; write the bundle at `out`.
@@ -216,7 +219,7 @@ def train_mtl(
     extracted on the CPU, as prediction does.
     """
     _check_out(out, overwrite)
-    store = open_store(patches)
+    store = open_store(patches, allow_incomplete)
     if store_modality(store) != "ct":
         raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
 
@@ -238,6 +241,17 @@ def train_mtl(
     if sports1m is not None:
         c3d.load_sports1m(network, sports1m)
         weights_label = "sports1m"
+    from tumorchar.provenance import file_sha256, state_dict_sha256
+
+    # The network and the weights it started from, by content (a file is recorded by its
+    # sha256, a seeded initialization by the digest of its tensors).
+    network_record = {
+        "name": "C3D",
+        "preset": preset,
+        "weights": weights_label,
+        "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
+        "initial_weights_sha256": state_dict_sha256(network.state_dict()),
+    }
     finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
     c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
     network = network.cpu().eval()
@@ -275,6 +289,7 @@ def train_mtl(
         "settings": {
             "patch_store": store.settings,
             "c3d": {"preset": preset, "weights": weights_label, **finetune},
+            "network": network_record,
             "mtl": {
                 "rho1": getattr(final, "rho1_", rho1),
                 "rho2": getattr(final, "rho2_", rho2),
@@ -372,6 +387,7 @@ def train_unsupervised(
     seed: int = 0,
     classifier_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    allow_incomplete: bool = False,
     log: Log = _quiet,
 ) -> Path:
     """Fit GIST → k-means → ∝SVM on a CT or MRI patch store; write the bundle at `out`.
@@ -382,7 +398,7 @@ def train_unsupervised(
     from sklearn.base import clone
 
     _check_out(out, overwrite)
-    store = open_store(patches)
+    store = open_store(patches, allow_incomplete)
     modality = store_modality(store)
     region = region_settings_of(store)
     rows, labels = training_cases(store)
