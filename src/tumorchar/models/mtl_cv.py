@@ -216,4 +216,5 @@ class GraphSparseMTLCV(_BaseMTL):
     def predict(self, X, psi=None):
         """`GraphSparseMTL.predict` of the refitted model (Ψ: training mean by default)."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X, psi=psi)
+        # from this object's own copies of the fitted arrays (what a bundle stores and checks)
+        return GraphSparseMTL.predict(self, X, psi=psi)
