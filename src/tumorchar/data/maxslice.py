@@ -31,6 +31,7 @@ cy = (min y + max y)/2, crop[i, j] = slice[floor(cy) − 35 + i, floor(cx) − 3
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sqlite3
@@ -93,9 +94,8 @@ def stored_to_hu(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     values = np.asarray(values, dtype=np.float64)
     invalid = values <= INVALID_AT_OR_BELOW
     valid = values[~invalid]
-    already_hu = (
-        bool(valid.size) and np.count_nonzero(valid < HU_TEST_LEVEL) > HU_TEST_SHARE * valid.size
-    )
+    below = np.count_nonzero(valid < HU_TEST_LEVEL)
+    already_hu = bool(valid.size > 0 and below > HU_TEST_SHARE * valid.size)
     hu = values if already_hu else values - RAW_OFFSET
     hu = np.where(invalid, INVALID_FILL_HU, hu).astype(np.float32)
     return hu, invalid, already_hu
@@ -234,12 +234,15 @@ def _iter_texts(pixels: Path, wanted: Collection[str]) -> Iterator[tuple[str, by
 
 def parse_crop_text(data: bytes, crop_id: str) -> np.ndarray:
     """The 71 × 71 stored values of one `numpy.savetxt` file."""
-    values = np.fromstring(data.decode("ascii", errors="replace"), dtype=np.float64, sep=" ")
-    if values.size != CROP_SIDE * CROP_SIDE or not np.isfinite(values).all():
+    try:
+        values = np.loadtxt(io.BytesIO(data), dtype=np.float64, ndmin=2)
+    except ValueError as error:
+        raise CropFormatError(f"crop {crop_id}: not a table of numbers ({error})") from None
+    if values.shape != (CROP_SIDE, CROP_SIDE) or not np.isfinite(values).all():
         raise CropFormatError(
-            f"crop {crop_id}: expected {CROP_SIDE}×{CROP_SIDE} finite numbers, got {values.size}"
+            f"crop {crop_id}: expected {CROP_SIDE}×{CROP_SIDE} finite numbers, got {values.shape}"
         )
-    return values.reshape(CROP_SIDE, CROP_SIDE)
+    return values
 
 
 def _parse_outline(text, crop_id: str) -> np.ndarray:
@@ -365,6 +368,11 @@ def filled_outline(points_rc: Sequence[np.ndarray], origin: tuple[int, int], sha
     return filled
 
 
+def same_points(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two outlines have the same set of points (order and repeats aside)."""
+    return bool(np.array_equal(np.unique(a, axis=0), np.unique(b, axis=0)))
+
+
 def outline_jaccard(a_rc: np.ndarray, b_rc: np.ndarray) -> float:
     """Jaccard index |A ∩ B| / |A ∪ B| of two filled outlines (pixels on or inside them)."""
     if a_rc.shape == b_rc.shape and np.array_equal(a_rc, b_rc):
@@ -455,9 +463,7 @@ def _link_one(crop, contours, known_series, nodule_of, min_jaccard) -> dict:
         scan_id=match.scan_id,
         annotation_id=match.annotation_id,
         jaccard=scores[best],
-        identical_outline=bool(
-            match.points_rc.shape == crop_rc.shape and np.array_equal(match.points_rc, crop_rc)
-        ),
+        identical_outline=same_points(match.points_rc, crop_rc),
     )
     if scores[best] < min_jaccard:
         message = f"crop {crop.crop_id}: best outline agreement {scores[best]:.2f} < {min_jaccard}"
