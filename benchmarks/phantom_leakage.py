@@ -33,6 +33,7 @@ from tumorchar.experiments.protocol import Protocol
 from tumorchar.experiments.reference import rating_recovery, reference_data, reference_rows
 
 DEFAULT_CROPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lidc-maxslice"
+REAL = "REAL LIDC max-slice crops, 2D"
 MEAN_RULES = replace(
     DEFAULT_RULES, ratings="mean", ground_glass_hu_sd=0.0, solid_hu_sd=0.0, calcified_hu_sd=0.0
 )
@@ -56,7 +57,7 @@ def _stores(args, work: Path) -> dict[str, tuple[PatchStore, bool]]:
     if (args.crops / maxslice.CSV_NAME).is_file():
         folder = work / "maxslice"
         maxslice.build_maxslice_store(args.crops, cohort_dir, folder, show_progress=False)
-        stores["REAL LIDC max-slice crops, 2D"] = (PatchStore(folder), False)
+        stores[REAL] = (PatchStore(folder), False)
     else:
         print(f"(no max-slice crops at {args.crops}: real reference rows left out)")
     return stores
@@ -75,14 +76,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        tables, recovery = [], {}
-        for source, (store, volumes) in _stores(args, work).items():
-            data = reference_data(store, use_volumes=volumes)
-            rows = reference_rows(data, protocol)
-            rows.insert(0, "data", source)
-            rows.insert(1, "cases", len(data.labels))
-            tables.append(rows)
-            recovery[source] = rating_recovery(data, protocol)
+        tables, recovery, forest = [], {}, {}
+        stores = _stores(args, work)
+        real = stores.get(REAL)
+        common = None if real is None else set(real[0].index["case_id"])
+        for source, (store, volumes) in stores.items():
+            subsets = [(source, None)]
+            if common is not None and source != REAL:
+                subsets.append((f"{source} [real's nodules]", common))
+            for name, keep in subsets:
+                data = reference_data(store, use_volumes=volumes, case_ids=keep)
+                rows = reference_rows(data, protocol)
+                rows.insert(0, "data", name)
+                rows.insert(1, "cases", len(data.labels))
+                tables.append(rows)
+                recovery[name] = rating_recovery(data, protocol)
+                forest[name] = rating_recovery(data, protocol, model="forest")
     table = pd.concat(tables, ignore_index=True)
     wide = table[table["metric"].isin(["auc", "within_one"])].pivot_table(
         index=["data", "cases", "reference"], columns="metric", values="mean", sort=False
@@ -90,14 +99,16 @@ def main() -> None:
     pd.set_option("display.width", 160)
     print("benign vs malignant, folds by patient (fold means):")
     print(wide.round(3).to_string())
-    print("\nR² of each attribute rating from the HU statistics (out of fold):")
+    print("\nR² of each attribute rating from the 3 HU statistics, linear (out of fold):")
     print(pd.DataFrame(recovery).T.round(3).to_string())
+    print("\nR² of each attribute rating from 9 first-order statistics, random forest:")
+    print(pd.DataFrame(forest).T.round(3).to_string())
     print("\nfigure: AUC(HU statistics) / AUC(size alone), the baseline:")
     auc = table[table["metric"] == "auc"].set_index(["data", "reference"])["mean"]
     for source in table["data"].unique():
         ratio = auc[(source, "hu-stats")] / auc[(source, "size")]
         print(
-            f"  {source:<42} {auc[(source, 'hu-stats')]:.3f} / {auc[(source, 'size')]:.3f}"
+            f"  {source:<64} {auc[(source, 'hu-stats')]:.3f} / {auc[(source, 'size')]:.3f}"
             f" = {ratio:.3f}"
         )
 

@@ -24,7 +24,7 @@ statistics (random forest), the phantom-leak figures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,12 +87,18 @@ class ReferenceData:
     ratings: pd.DataFrame  # the six attributes' mean ratings
 
 
-def reference_data(store, use_volumes: bool | None = None) -> ReferenceData:
+def reference_data(
+    store, use_volumes: bool | None = None, case_ids: Collection[str] | None = None
+) -> ReferenceData:
     """The reference inputs of a patch store's benign and malignant cases.
 
     HU statistics are taken on the volumes and 3D masks of a 3D store (or, with
-    `use_volumes=False`, on its central slices), on the images and 2D masks of a 2D store."""
-    index = store.index[store.index["label"].isin(list(LUNG_LABELS))].reset_index(drop=True)
+    `use_volumes=False`, on its central slices), on the images and 2D masks of a 2D store;
+    `case_ids` restricts the cases (e.g. to the nodules another store has)."""
+    index = store.index[store.index["label"].isin(list(LUNG_LABELS))]
+    if case_ids is not None:
+        index = index[index["case_id"].isin(set(case_ids))]
+    index = index.reset_index(drop=True)
     ids = index["case_id"].tolist()
     volumes = store.has_volumes if use_volumes is None else use_volumes
     if volumes:
