@@ -180,11 +180,15 @@ def reference_rows(
 
 
 def rating_recovery(
-    data: ReferenceData, protocol: Protocol = Protocol(), model: str = "linear"
+    data: ReferenceData,
+    protocol: Protocol = Protocol(),
+    model: str = "linear",
+    n_trees: int = 200,
 ) -> dict[str, float]:
     """Out-of-fold R² of each attribute's mean rating regressed on the pixels' statistics:
-    `model="linear"` on the three HU statistics, `"forest"` (random forest, 200 trees) on the
-    first-order statistics. Near 1 means the pixels carry that rating verbatim."""
+    `model="linear"` on the three HU statistics, `"forest"` (random forest of `n_trees`
+    trees) on the first-order statistics. Near 1 means the pixels carry that rating
+    verbatim."""
     from sklearn.ensemble import RandomForestRegressor
 
     if model not in ("linear", "forest"):
@@ -200,7 +204,7 @@ def rating_recovery(
                 estimator = _regressor()
             else:
                 estimator = RandomForestRegressor(
-                    200, min_samples_leaf=3, random_state=protocol.seed, n_jobs=1
+                    n_trees, min_samples_leaf=3, random_state=protocol.seed, n_jobs=1
                 )
             model_ = estimator.fit(X[fold.train], target[fold.train])
             predicted[fold.test] = model_.predict(X[fold.test])
