@@ -73,3 +73,19 @@ def test_rating_recovery_finds_a_rating_written_into_the_pixels():
         assert r2["texture"] < 0.2, model
     with pytest.raises(ValueError, match="model"):
         rating_recovery(data, model="svm")
+
+
+def test_reference_rows_are_logged_beside_the_experiments():
+    from tumorchar.experiments.protocol import make_folds
+    from tumorchar.experiments.reference import run_reference
+    from tumorchar.experiments.results import ResultLog
+
+    data = _data()
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=4))
+    log = run_reference(data, folds, ResultLog("reference", "lung", "abc"), names=["size"])
+    frame = log.metrics_frame()
+    assert set(frame["method"]) == {"reference: size alone (equivalent diameter)"}
+    assert set(frame["fold"]) == {0, 1, 2, 3}
+    predictions = log.predictions_frame()
+    assert len(predictions) == len(data.labels)  # every case once, in its test fold
+    assert set(predictions["case_id"]) == set(data.case_ids)

@@ -132,30 +132,58 @@ def _regressor():
     return make_pipeline(StandardScaler(), LinearRegression())
 
 
+REFERENCE_LABELS = {
+    "size": "reference: size alone (equivalent diameter)",
+    "size-2d": "reference: outline diameter (2D)",
+    "hu-stats": "reference: HU statistics inside the mask (mean, max, count)",
+    "first-order": "reference: first-order intensity statistics",
+    "attributes": "reference: the radiologists' six attributes",
+}
+
+
+def _fold_results(X: np.ndarray, data: ReferenceData, fold, seed: int):
+    """(metrics, test score, test prediction) of one fold (models fitted on its training
+    part): logistic regression for benign/malignant, linear regression for the score."""
+    tr, te = fold.train, fold.test
+    clf = _classifier(seed).fit(X[tr], data.labels[tr])
+    score, predicted = clf.decision_function(X[te]), clf.predict(X[te])
+    metrics = classification_metrics(data.labels[te], predicted, score)
+    reg = _regressor().fit(X[tr], data.malignancy[tr])
+    regression = regression_metrics(data.malignancy[te], reg.predict(X[te]))
+    metrics["within_one"] = regression["accuracy"]
+    metrics["mean_abs_diff"] = regression["mean_abs_diff"]
+    return metrics, score, predicted
+
+
 def evaluate_reference(
-    X: np.ndarray, data: ReferenceData, protocol: Protocol = Protocol()
+    X: np.ndarray, data: ReferenceData, protocol: Protocol = Protocol(), folds=None
 ) -> dict[str, list[float]]:
     """Fold values of each metric for one reference input (models fitted on training folds).
 
     `auc`, `sensitivity`, `specificity`: logistic regression of benign/malignant;
-    `within_one`, `mean_abs_diff`: linear regression of the mean malignancy score."""
-    folds = make_folds(data.labels, data.groups, protocol)
+    `within_one`, `mean_abs_diff`: linear regression of the mean malignancy score. `folds`
+    (default: `make_folds` with `protocol`) are the experiments' folds when given."""
+    folds = make_folds(data.labels, data.groups, protocol) if folds is None else folds
     values: dict[str, list[float]] = {}
     for fold in folds:
-        tr, te = fold.train, fold.test
-        clf = _classifier(protocol.seed).fit(X[tr], data.labels[tr])
-        cls = classification_metrics(
-            data.labels[te], clf.predict(X[te]), clf.decision_function(X[te])
-        )
-        reg = _regressor().fit(X[tr], data.malignancy[tr])
-        scores = regression_metrics(data.malignancy[te], reg.predict(X[te]))
-        for name, value in (
-            *cls.items(),
-            ("within_one", scores["accuracy"]),
-            ("mean_abs_diff", scores["mean_abs_diff"]),
-        ):
+        metrics, _, _ = _fold_results(X, data, fold, protocol.seed)
+        for name, value in metrics.items():
             values.setdefault(name, []).append(float(value))
     return values
+
+
+def run_reference(data: ReferenceData, folds, log, seed: int = 0, names=None):
+    """Log every reference row's fold metrics and test predictions (method names from
+    `REFERENCE_LABELS`) into a `results.ResultLog`, beside the experiments' rows."""
+    for name in names or data.features:
+        method = REFERENCE_LABELS.get(name, f"reference: {name}")
+        for fold in folds:
+            metrics, score, predicted = _fold_results(data.features[name], data, fold, seed)
+            log.add_fold(
+                method, fold.index, metrics, "", data.case_ids[fold.test],
+                data.labels[fold.test], score, predicted,
+            )  # fmt: skip
+    return log
 
 
 def reference_rows(
