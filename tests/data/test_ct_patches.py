@@ -167,6 +167,11 @@ def test_cli_missing_cohort_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(
         app, ["patches", "phantom", "--cohort", str(tmp_path / "no"), "--out", str(tmp_path / "s")]
     )
+    text = " ".join(result.output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+    assert result.exit_code == 2 and "--cohort" in text and "does not exist" in text
+    (tmp_path / "empty").mkdir()
+    empty = ["patches", "phantom", "--cohort", str(tmp_path / "empty"), "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, empty)
     assert result.exit_code == 2 and "cohort.parquet" in result.output
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,7 +119,7 @@ def test_crash_while_writing_leaves_no_half_written_file(tmp_path, monkeypatch):
         build(tmp_path, maker=maker)
     monkeypatch.setattr(patches_module.np.lib.format, "write_array", real_write)
     assert not (tmp_path / "arrays" / "c2.npz").exists()
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*tmp*"))
     assert PatchStore(tmp_path).case_ids == ["c1"]  # the index keeps what was finished
     report = build(tmp_path)
     assert report.skipped == ["c1"] and report.written == ["c2", "c3"]
@@ -147,10 +148,13 @@ def test_threaded_batch_gives_the_same_store(tmp_path):
 
 def test_stale_temporary_files_are_removed_on_reopen(tmp_path):
     build(tmp_path)
-    (tmp_path / "arrays" / "c9.npz.tmp").write_bytes(b"half")
-    (tmp_path / "index.parquet.tmp").write_bytes(b"half")
+    dead = 2**22 + 7  # above Linux's largest pid: the writer is gone
+    (tmp_path / "arrays" / f".c9.npz.tmp-{dead}-ab12").write_bytes(b"half")
+    (tmp_path / f".index.parquet.tmp-{dead}-cd34").write_bytes(b"half")
+    live = tmp_path / f".store.json.tmp-{os.getpid()}-ef56"  # a running writer's: kept
+    live.write_bytes(b"busy")
     build(tmp_path)
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert [p.name for p in tmp_path.rglob("*tmp*")] == [live.name]
 
 
 def test_stacking_cases_of_different_shapes_is_refused(tmp_path):

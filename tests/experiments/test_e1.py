@@ -49,7 +49,7 @@ def test_fold_features_are_computed_once_per_fold_from_the_training_cases(lung_l
         return X[fold.train] - center, X[fold.test] - center
 
     methods = [m for m in SKLEARN_ONLY if m.feature == "gist"]
-    methods = [type(m)(m.name, "c3d_finetuned", m.build) for m in methods]
+    methods = [type(m)(m.name, "c3d_finetuned", m.recipe) for m in methods]
     run_e1(
         data,
         {"c3d_finetuned": FoldFeatures(finetuned)},

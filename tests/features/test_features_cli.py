@@ -135,6 +135,11 @@ def test_gist_command_rejects_bad_options(tmp_path):
     assert CliRunner().invoke(app, [*base, "--orientations", "8,x"]).exit_code == 2
     missing = ["features", "gist", "--patches", str(tmp_path / "nope"), "--out", str(tmp_path)]
     result = CliRunner().invoke(app, missing)
+    text = " ".join(result.output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+    assert result.exit_code == 2 and "--patches" in text and "does not exist" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, [*missing[:3], str(empty), *missing[4:]])
     assert result.exit_code == 2 and "cannot open the patch store" in result.output
 
 
@@ -152,7 +157,7 @@ def fake_vgg_module():
             model.weight.copy_(torch.from_numpy(np.random.default_rng(seed).normal(size=(3, 400))))
         return model, ("imagenet" if weights else "random-init")
 
-    def extract_vgg(model, slices, intensity_window=(-1000, 400)):
+    def extract_vgg(model, slices, batch_size=16, intensity_window=(-1000, 400), bf16=None):
         h = (
             np.asarray(slices, np.float32).reshape(len(slices), -1)
             @ model.weight.detach().numpy().T
@@ -160,6 +165,7 @@ def fake_vgg_module():
         return {"fc7": h, "fc7_relu": np.maximum(h, 0), "fc8": -h, "fc8_relu": np.maximum(-h, 0)}
 
     module.load_vgg16, module.extract_vgg = load_vgg16, extract_vgg
+    module.VGG16_FILE = "vgg16-397923af.pth"
     return module
 
 
@@ -208,6 +214,7 @@ def fake_c3d_module():
             return torch.relu(model.fc6(x)).numpy()
 
     module.C3D, module.load_sports1m, module.extract_fc6 = C3D, load_sports1m, extract_fc6
+    module.PRESETS, module.SPORTS1M_FILE = {"cpu": None, "paper": None}, "c3d.pickle"
     return module
 
 

@@ -35,11 +35,11 @@ from tumorchar.bundle.region import (
     region_settings_from_dict,
 )
 from tumorchar.bundle.state import estimators_from_state
+from tumorchar.vocab import CLASS_NAMES
 
 ESTIMATORS_FILE = "estimators.json"
 ARRAYS_FILE = "arrays.npz"
 NETWORK_FILE = "network.safetensors"
-CLASS_NAMES = {"ct": ("benign", "malignant"), "mri": ("normal", "ipmn")}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ anything is parsed; a bundle that fails any check is refused with `BundleError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tumorchar.errors import BundleError  # noqa: F401  (re-exported)
+from tumorchar.provenance import canonical_json as _canonical_json
+from tumorchar.provenance import file_sha256, sha256_text
+
 FORMAT_NAME = "tumorchar-model-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _DIGEST_KEY = "manifest_sha256"
-
-
-class BundleError(ValueError):
-    """A model bundle is missing, incomplete, altered or from an incompatible version."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +48,18 @@ class BundleContents:
         return self.folder / name
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = file_sha256  # hex sha256 of a file's bytes (one definition: provenance)
 
 
 def canonical_json(data: Any) -> str:
-    """JSON text with sorted keys and no NaN: the form that digests are computed on."""
-    return json.dumps(data, sort_keys=True, indent=2, allow_nan=False, ensure_ascii=True)
+    """The manifest's canonical text: `provenance.canonical_json` indented by 2."""
+    return _canonical_json(data, indent=2)
 
 
 def manifest_digest(manifest: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the manifest without its own digest entry."""
     body = {key: value for key, value in manifest.items() if key != _DIGEST_KEY}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return sha256_text(canonical_json(body))
 
 
 def write_bundle(

@@ -17,13 +17,10 @@ from typing import Any
 import numpy as np
 
 from tumorchar.data.io import NIFTI_SUFFIXES, NRRD_SUFFIXES, ScanReadError, Volume
+from tumorchar.errors import ScanError
 
 _CT_AIR_HU = -500.0  # a CT of the chest or abdomen always has voxels below this (air)
 _KNOWN_SUFFIXES = (*NIFTI_SUFFIXES, *NRRD_SUFFIXES, ".mha", ".mhd", ".dcm")
-
-
-class ScanError(ValueError):
-    """A scan, point or mask that cannot be characterized; the message names the case."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Fit a model on every case of a patch store and write it as a bundle.
 
 - ``mtl`` (supervised, CT): C3D fine-tuned on the 7 tasks (malignancy and six attributes,
-  binary at the mid-point pivot as in the paper) → fc6 features → standardization →
-  graph-regularized sparse MTL (paper Eq. 6; ρ1 = 1, ρ2 = 10 as in the paper) regressing
-  the mean ratings, with an intercept per task.
+  binary at the mid-point pivot as in the paper) → fc6 features → the model recipe that E1's
+  proposed row evaluates (`tumorchar.models.recipes.PROPOSED_MTL`: standardization →
+  graph-regularized sparse MTL, paper Eq. 6, ρ1 = 1, ρ2 = 10, fitted with the training
+  cases' Ψ of Eq. 5 when the store carries it) regressing the mean ratings.
 - ``unsupervised`` (CT or MRI): GIST of the middle axial slice → `UnsupervisedClassifier`
   (standardization, k-means with k = 2, label-free cluster naming, ∝SVM on the clusters).
 
@@ -19,7 +20,6 @@ does, so a bundle predicts its own training cases exactly as it was fitted on th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -34,19 +34,20 @@ from tumorchar.bundle.extractors import NETWORK_FILE, C3DExtractor, GistExtracto
 from tumorchar.bundle.format import canonical_json, write_bundle
 from tumorchar.bundle.region import MRIRegionSettings, RegionSettings
 from tumorchar.bundle.state import estimators_to_state
+from tumorchar.errors import TrainingError  # noqa: F401  (re-exported)
+from tumorchar.features.recipes import gist_parameters
+from tumorchar.models.recipes import PAPER_RHO, PROPOSED_MTL, UNSUPERVISED, psi_or_none
+from tumorchar.provenance import sha256_text
+from tumorchar.vocab import PSI_COLUMNS, SCORE_RANGES, TASKS, clip_to_scale
 
-GIST_SETTINGS = {"image_size": 128, "orientations": [8, 8, 8, 8], "n_blocks": 4, "fc_prefilt": 4}
-MTL_DEFAULTS = {"rho1": 1.0, "rho2": 10.0}
+GIST_SETTINGS = {**gist_parameters(), "orientations": list(gist_parameters()["orientations"])}
+MTL_DEFAULTS = dict(PAPER_RHO)
 
 Log = Callable[[str], None]
 
 
 def _quiet(message: str) -> None:
     return None
-
-
-class TrainingError(ValueError):
-    """The patch store cannot train the requested model."""
 
 
 def _now() -> str:
@@ -116,7 +117,7 @@ def _training_data(store, rows) -> dict[str, Any]:
     ids = "\n".join(rows["case_id"]).encode()
     return {
         "patch_store_hash": store.content_hash,
-        "case_ids_sha256": hashlib.sha256(ids).hexdigest(),
+        "case_ids_sha256": sha256_text(ids),
         "source": store.source,
         "is_phantom": bool(store.is_phantom),
         "note": store.note,
@@ -218,18 +219,16 @@ def train_mtl(
     if store_modality(store) != "ct":
         raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
 
-    from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     from tumorchar.features import c3d
-    from tumorchar.models.mtl import GraphSparseMTL
 
-    tasks = tuple(c3d.TASKS)
+    tasks = TASKS
     region = region_settings_of(store)
     rows, labels = training_cases(store, tasks)
     ids = rows["case_id"].tolist()
     scores = rows[list(tasks)].to_numpy(np.float64)
+    psi = psi_or_none(rows[list(PSI_COLUMNS)].to_numpy(float)) if PSI_COLUMNS[0] in rows else None
     window = list(c3d.CT_WINDOW_HU)
     log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
     volumes = StoreVolumes(store, ids)
@@ -245,34 +244,35 @@ def train_mtl(
     extractor = C3DExtractor(network, {"intensity_window": window})
     features = extractor.features_of_volumes(volumes, progress=progress)
 
-    model = GraphSparseMTL(rho1=rho1, rho2=rho2, fit_intercept=True)
+    recipe = PROPOSED_MTL.with_params(rho1=rho1, rho2=rho2)
     folds = _folds(labels, rows["patient_id"].to_numpy(), n_folds, seed)
     log(f"internal {len(folds)}-fold cross-validation of the MTL stage")
     out_of_fold = np.empty_like(scores)
     for train, test in folds:
-        scaler = StandardScaler().fit(features[train])
-        fold_model = clone(model).fit(scaler.transform(features[train]), scores[train])
-        out_of_fold[test] = fold_model.predict(scaler.transform(features[test]))
-    out_of_fold = _clip(out_of_fold, tasks)
+        fold_psi = None if psi is None else psi[train]
+        fold_model = recipe.fit(features[train], scores[train], psi=fold_psi)
+        out_of_fold[test] = fold_model.predict(features[test])
+    out_of_fold = clip_to_scale(out_of_fold, tasks)
     calibration = LogisticRegression(C=1e4).fit(out_of_fold[:, :1], labels)
     cv_metrics = _mtl_metrics(scores, out_of_fold, labels, calibration, tasks)
 
     log("fitting the final model on all cases")
-    scaler = StandardScaler().fit(features)
-    final = clone(model).fit(scaler.transform(features), scores)
+    pipeline = fit_final_mtl(recipe, features, scores, psi)
+    scaler, final = pipeline[0], pipeline[-1]
     manifest = {
         "package_version": __version__,
         "created_utc": _now(),
         "kind": "mtl",
         "modality": "ct",
         "tasks": list(tasks),
-        "score_range": {t: list(c3d.SCORE_RANGES[t]) for t in tasks},
+        "score_range": {t: list(SCORE_RANGES[t]) for t in tasks},
         "classes": list(CLASS_NAMES["ct"]),
         "training_data": _training_data(store, rows),
         "settings": {
             "patch_store": store.settings,
             "c3d": {"preset": preset, "weights": weights_label, **finetune},
             "mtl": {"rho1": rho1, "rho2": rho2, "fit_intercept": True},
+            "model_recipe": {**recipe.describe(), "fitted_with_psi": psi is not None},
             "cv_folds_requested": n_folds,
         },
         "pipeline": {
@@ -297,12 +297,10 @@ def train_mtl(
     return path
 
 
-def _clip(scores: np.ndarray, tasks: tuple[str, ...]) -> np.ndarray:
-    from tumorchar.features.c3d import SCORE_RANGES
-
-    low = np.array([SCORE_RANGES[t][0] for t in tasks])
-    high = np.array([SCORE_RANGES[t][1] for t in tasks])
-    return np.clip(scores, low, high)
+def fit_final_mtl(recipe, features: np.ndarray, scores: np.ndarray, psi: np.ndarray | None):
+    """The shipped model: ``recipe`` fitted on every case (standardization + MTL pipeline),
+    exactly as E1 fits it on a training fold."""
+    return recipe.fit(features, scores, psi=psi)
 
 
 def _mtl_metrics(scores, predicted, labels, calibration, tasks) -> dict[str, Any]:
@@ -364,8 +362,6 @@ def train_unsupervised(
     """
     from sklearn.base import clone
 
-    from tumorchar.models.unsupervised import UnsupervisedClassifier
-
     _check_out(out, overwrite)
     store = open_store(patches)
     modality = store_modality(store)
@@ -376,8 +372,8 @@ def train_unsupervised(
     features = GistExtractor(GIST_SETTINGS).features_of_slices(store.slices(ids))
     hints = naming_scores(store, rows)
 
-    options = {"method": "psvm", "naming": "label_free"} | dict(classifier_options or {})
-    model = UnsupervisedClassifier(**options, random_state=seed)
+    recipe = UNSUPERVISED.with_params(**dict(classifier_options or {}), random_state=seed)
+    model = recipe.estimator()
     folds = _folds(labels, rows["patient_id"].to_numpy(), n_folds, seed)
     log(f"internal {len(folds)}-fold cross-validation (labels used for scoring only)")
     predicted = np.empty(len(ids), dtype=int)
@@ -404,6 +400,7 @@ def train_unsupervised(
             "patch_store": store.settings,
             "gist": GIST_SETTINGS,
             "classifier": final.get_params(),
+            "model_recipe": recipe.describe(),
             "cluster_naming": "label-free: " + " ".join(naming_scores.__doc__.split()),
             "cv_folds_requested": n_folds,
         },

@@ -19,16 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# The 7 tasks of the paper: malignancy and six radiologist attributes (mean ratings).
-PAPER_TASKS = (
-    "malignancy",
-    "calcification",
-    "lobulation",
-    "spiculation",
-    "sphericity",
-    "margin",
-    "texture",
-)
+from tumorchar._io import write_atomic, write_parquet_atomic
+from tumorchar.vocab import TASKS
+
+PAPER_TASKS = TASKS  # the paper's 7 tasks, in the one order of `tumorchar.vocab`
 
 TABLE_NAME = "cohort.parquet"
 MASKS_NAME = "masks.npz"
@@ -95,11 +89,7 @@ def write_cohort(
         arrays[nodule_id] = np.ascontiguousarray(m.mask, dtype=bool)
         arrays[f"{nodule_id}__z_mm"] = np.asarray(m.z_mm, dtype=float)
         arrays[f"{nodule_id}__origin_ij"] = np.asarray(m.origin_ij, dtype=np.int64)
-    masks_tmp = folder / (MASKS_NAME + ".tmp")
-    with open(masks_tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    table_tmp = folder / (TABLE_NAME + ".tmp")
-    table.to_parquet(table_tmp, index=False)
-    os.replace(masks_tmp, folder / MASKS_NAME)
-    os.replace(table_tmp, folder / TABLE_NAME)
+    # the masks are renamed into place before the table: a table never names missing masks
+    write_atomic(folder / MASKS_NAME, lambda handle: np.savez_compressed(handle, **arrays))
+    write_parquet_atomic(table, folder / TABLE_NAME)
     return folder

@@ -36,6 +36,7 @@ from tumorchar.data.phantom import (
     render_nodule,
 )
 from tumorchar.data.resample import AIR_HU, crop_patch, mask_center_mm, mask_on_axes, patch_axes
+from tumorchar.vocab import PSI_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def _index_row(row, geometry: PatchGeometry, padded_fraction: float) -> dict:
         "padded_fraction": padded_fraction,
     }
     out.update({name: float(row[name]) for name in SCORE_COLUMNS})
+    # the readers' Eq. 5 inconsistency travels with the patch, for the proposed MTL's training
+    out.update({name: float(row.get(name, np.nan)) for name in PSI_COLUMNS})
     return out
 
 

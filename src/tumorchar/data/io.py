@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorchar.errors import ScanReadError  # noqa: F401  (re-exported)
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 OTHER_SUFFIXES = (".mha", ".mhd")
-
-
-class ScanReadError(ValueError):
-    """A scan could not be read; the message names the case and the reason."""
 
 
 @dataclass(frozen=True)

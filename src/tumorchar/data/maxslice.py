@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tumorchar.data.cohort_store import PAPER_TASKS
+from tumorchar._io import write_parquet_atomic
 from tumorchar.data.ct_patches import PatchGeometry
-from tumorchar.data.lidc import DatabaseError, _parse_coords, polygons_interior
+from tumorchar.data.lidc import _parse_coords, polygons_interior
 from tumorchar.data.patches import (
     SCORE_COLUMNS,
     BatchReport,
@@ -60,6 +60,9 @@ from tumorchar.data.resample import (
     patch_axes,
     resample_on_axes,
 )
+from tumorchar.errors import DatabaseError, TumorcharError
+from tumorchar.provenance import file_sha256, lines_sha256
+from tumorchar.vocab import PSI_COLUMNS
 
 CSV_NAME = "nodules.csv"
 ARCHIVE_NAME = "nodules.tar.xz"
@@ -77,7 +80,7 @@ Z_TOLERANCE_MM = 0.01  # imageZposition vs the contour's image_z_position
 _PATIENT = re.compile(r"LIDC-IDRI-\d{4}")
 
 
-class CropFormatError(ValueError):
+class CropFormatError(TumorcharError):
     """The crops folder or archive is missing, or a file is not in the published format."""
 
 
@@ -533,7 +536,6 @@ EXTRA_COLUMNS = (
     "outline_diameter_mm",
     "n_reads",
     "mask_at_border",
-    *(f"psi_{task}" for task in PAPER_TASKS),
 )
 LINKS_NAME = "links.parquet"
 
@@ -580,7 +582,7 @@ def maxslice_case(
         "spacing_mm": geometry.spacing_mm,
         "padded_fraction": padded,
         **{name: float(nodule[name]) for name in SCORE_COLUMNS},
-        **{f"psi_{t}": float(nodule[f"psi_{t}"]) for t in PAPER_TASKS},
+        **{column: float(nodule[column]) for column in PSI_COLUMNS},
         "nodule_id": str(nodule["nodule_id"]),
         "crop_id": crop.crop_id,
         "annotation_id": int(link["annotation_id"]),
@@ -600,12 +602,6 @@ def maxslice_case(
         ),
     }
     return CaseArrays.image2d(image, mask, row)
-
-
-def _sha256(path: Path) -> str:
-    from tumorchar.data.lidc import file_sha256
-
-    return file_sha256(path)
 
 
 def build_maxslice_store(
@@ -634,7 +630,7 @@ def build_maxslice_store(
     cohort = load_cohort(cohort_dir)
     db_path = locate_database(db)
     provenance = read_provenance(cohort_dir) or {}
-    db_sha = _sha256(db_path)
+    db_sha = file_sha256(db_path)
     if provenance.get("database_sha256") not in (None, db_sha):
         raise DatabaseError(
             f"annotation database {db_path} is not the one the cohort {cohort_dir} was built "
@@ -666,10 +662,10 @@ def build_maxslice_store(
         },
         "crops_csv_sha256": _crops_csv_sha(crop_set.source),
         "database_sha256": db_sha,
-        "cohort_nodules_sha256": _digest(sorted(cohort.table["nodule_id"])),
-        "patients_sha256": None if patients is None else _digest(sorted(set(patients))),
+        "cohort_nodules_sha256": lines_sha256(sorted(cohort.table["nodule_id"])),
+        "patients_sha256": None if patients is None else lines_sha256(sorted(set(patients))),
         "excluded_patients_sha256": (
-            _digest(sorted(set(exclude_patients))) if exclude_patients else None
+            lines_sha256(sorted(set(exclude_patients))) if exclude_patients else None
         ),
     }
     writer = PatchStoreWriter(
@@ -706,17 +702,9 @@ def _crops_csv_sha(source: str) -> str | None:
         csv, _ = _resolve(Path(source))
     except CropFormatError:
         return None
-    return _sha256(csv)
-
-
-def _digest(items: Sequence[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(items).encode()).hexdigest()
+    return file_sha256(csv)
 
 
 def _write_links(path: Path, links: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    links.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_parquet_atomic(links, path)

@@ -3,8 +3,9 @@
 Layout (docs/architecture.md, stage 2):
 
 - `index.parquet`: one row per case: `case_id patient_id source label`, the 7 mean scores
-  (NaN for MRI), `equivalent_diameter_mm spacing_mm padded_fraction content_hash`, then any
-  columns the builder declares (`extra_columns`, e.g. the max-slice store's `annotation_id`);
+  (NaN for MRI), their Eq. 5 inconsistency `psi_<task>` (NaN when unknown),
+  `equivalent_diameter_mm spacing_mm padded_fraction content_hash`, then any columns the
+  builder declares (`extra_columns`, e.g. the max-slice store's `annotation_id`);
 - `arrays/<case_id>.npz`: in a 3D store (`kind` "3d") `volume` float32 (z, y, x), `slice2d`
   float32 (y, x) (the central axial slice, index z // 2), `mask` bool (z, y, x), `mask2d`
   bool (y, x); in a 2D store (`kind` "2d": one image per case, e.g. the LIDC max-slice
@@ -35,7 +36,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorchar._io import (
+    atomic_path,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from tumorchar.data.cohort_store import PAPER_TASKS
+from tumorchar.errors import (  # noqa: F401  (re-exported)
+    CaseError,
+    StoreKindError,
+    StoreMismatchError,
+)
+from tumorchar.vocab import PSI_COLUMNS
 
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
@@ -50,6 +63,7 @@ INDEX_COLUMNS = (
     "source",
     "label",
     *SCORE_COLUMNS,
+    *PSI_COLUMNS,
     "equivalent_diameter_mm",
     "spacing_mm",
     "padded_fraction",
@@ -60,18 +74,6 @@ ARRAY_KEYS_BY_KIND = {"3d": ARRAY_KEYS, "2d": ("slice2d", "mask2d")}
 FORMAT_VERSION = 1
 # the index is rewritten (atomically) at least this often while a batch runs, for resuming
 INDEX_FLUSH_SECONDS = 10.0
-
-
-class CaseError(ValueError):
-    """A case could not be turned into a patch; the message names the case."""
-
-
-class StoreMismatchError(ValueError):
-    """An existing store folder was written with another source or other settings."""
-
-
-class StoreKindError(ValueError):
-    """A 3D-only array (volume, mask) was asked of a 2D store."""
 
 
 @dataclass(frozen=True)
@@ -133,27 +135,19 @@ def _store_hash(source: str, settings: dict, index: pd.DataFrame) -> str:
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, default=float)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: Sequence[str]) -> None:
     """An `.npz` readable by `np.load`: members in `compress` deflated, the others stored
     (noisy float32 barely compresses and zlib would dominate the write time)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-            for key, value in arrays.items():
-                kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = kind
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for key, value in arrays.items():
+            kind = zipfile.ZIP_DEFLATED if key in compress else zipfile.ZIP_STORED
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = kind
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_case_id(case_id: str) -> None:
@@ -196,8 +190,8 @@ class PatchStoreWriter:
         self.compress_arrays = tuple(compress_arrays)
         self.arrays_dir = self.folder / ARRAYS_DIR
         self.arrays_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.folder.glob("*.tmp"), *self.arrays_dir.glob("*.tmp")]:
-            stale.unlink()  # left by an interrupted run: never a valid file
+        for folder in (self.folder, self.arrays_dir):
+            remove_stale_temporaries(folder)  # left by an interrupted run: never valid
         self._rows: dict[str, dict] = {}
         self._check_existing()
         self._last_flush = time.monotonic()
@@ -287,16 +281,15 @@ class PatchStoreWriter:
     def index(self) -> pd.DataFrame:
         rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
         table = pd.DataFrame(rows, columns=[*INDEX_COLUMNS, *self.extra_columns])
-        for column in (*SCORE_COLUMNS, "equivalent_diameter_mm", "spacing_mm", "padded_fraction"):
+        numeric = (*SCORE_COLUMNS, *PSI_COLUMNS, "equivalent_diameter_mm", "spacing_mm")
+        for column in (*numeric, "padded_fraction"):
             table[column] = table[column].astype(float)
         return table
 
     def flush(self, failures: dict[str, str] | None = None, complete: bool = False) -> None:
         """Rewrite index.parquet and store.json atomically (index first)."""
         table = self.index()
-        tmp = self.folder / (INDEX_NAME + ".tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.folder / INDEX_NAME)
+        write_parquet_atomic(table, self.folder / INDEX_NAME)
         _atomic_json(
             self.folder / STORE_NAME,
             {

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from tumorchar._io import atomic_path, write_text_atomic
 from tumorchar.data.io import Volume
 from tumorchar.data.mri import SYNTHETIC_MARKER, SYNTHETIC_NOTE
 from tumorchar.data.phantom import case_rng
@@ -144,15 +145,14 @@ def _bias_field(shape, rng) -> np.ndarray:
 def _write_nifti(volume: Volume, path: Path) -> None:
     import SimpleITK as sitk
 
-    tmp = path.with_name(".tmp-" + path.name)
-    sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
-    os.replace(tmp, path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_path(path, suffix=suffix) as tmp:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def write_synthetic_mri(
@@ -213,7 +213,5 @@ def write_synthetic_mri(
         "ipmn_fraction": ipmn_fraction,
         "roi": roi,
     }
-    tmp = out / (SYNTHETIC_MARKER + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / SYNTHETIC_MARKER)
+    write_text_atomic(out / SYNTHETIC_MARKER, json.dumps(meta, indent=2))
     return out

@@ -22,19 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LassoCV, LinearRegression, RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from tumorchar.data.cohort_store import PAPER_TASKS
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
 from tumorchar.experiments.results import ResultLog
-
-TASKS = PAPER_TASKS
-ATTRIBUTES = TASKS[1:]
-RIDGE_ALPHAS = np.logspace(-2, 5, 15)
-# The reference toolbox (MALSAR) stops when the relative objective change is below 1e-4.
-MTL_TOL = 1e-4
+from tumorchar.models.recipes import (
+    LASSO,
+    LINEAR,
+    MTL_WITHOUT_PSI,
+    PROPOSED_MTL,
+    RIDGE,
+    TRACE_NORM_MTL,
+    ModelRecipe,
+)
+from tumorchar.vocab import ATTRIBUTES, TASKS  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -65,53 +65,18 @@ class E1Data:
 
 @dataclass(frozen=True)
 class E1Method:
-    """A row of Table II: which feature array, which estimator, single- or multi-task.
-
-    ``build(psi_train)`` returns a fresh unfitted estimator; a multi-task one is fitted on all
-    7 scores and its malignancy column is evaluated.
-    """
+    """A row of Table II: which feature array and which model recipe
+    (`tumorchar.models.recipes`); a multi-task recipe is fitted on all 7 scores and its
+    malignancy column is evaluated."""
 
     name: str
     feature: str
-    build: Callable[[np.ndarray | None], object]
-    multitask: bool = False
+    recipe: ModelRecipe
     paper_row: str | None = None
 
-
-def _lasso(_psi=None):
-    """Lasso with its strength chosen by 3-fold CV inside the training fold, on a path of 20
-    values from α_max down to α_max / 100."""
-    lasso = LassoCV(alphas=20, eps=1e-2, cv=3, max_iter=5000, tol=1e-3)
-    return make_pipeline(StandardScaler(), lasso)
-
-
-def _ridge(_psi=None):
-    return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-
-
-def _linear(_psi=None):
-    return make_pipeline(StandardScaler(), LinearRegression())
-
-
-def _graph_sparse_mtl(psi_train=None, rho1=1.0, rho2=10.0):
-    from tumorchar.models import GraphSparseMTL
-
-    return make_pipeline(
-        StandardScaler(),
-        GraphSparseMTL(
-            rho1=rho1, rho2=rho2, graph="auto", psi=psi_train, fit_intercept=True, tol=MTL_TOL
-        ),
-    )
-
-
-def _graph_sparse_mtl_without_psi(_psi=None):
-    return _graph_sparse_mtl(None)
-
-
-def _trace_norm_mtl(_psi=None, rho=10.0):
-    from tumorchar.models import TraceNormMTL
-
-    return make_pipeline(StandardScaler(), TraceNormMTL(rho=rho, fit_intercept=True, tol=MTL_TOL))
+    @property
+    def multitask(self) -> bool:
+        return self.recipe.multitask
 
 
 def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
@@ -124,34 +89,28 @@ def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
     pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
     fine = "C3D fc6 (fine-tuned)"
     return [
-        E1Method("GIST + Lasso", "gist", _lasso, paper_row="GIST + LASSO"),
-        E1Method("GIST + Ridge", "gist", _ridge, paper_row="GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", _lasso, paper_row="3D CNN + LASSO (pre)"),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", _ridge, paper_row="3D CNN + RR (pre)"),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", _lasso, paper_row="3D CNN + LASSO (fine)"),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", _ridge, paper_row="3D CNN + RR (fine)"),
+        E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
+        E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
+        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)"),
+        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)"),
+        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)"),
+        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)"),
         E1Method(
-            f"{fine} + trace-norm MTL",
-            "c3d_finetuned",
-            _trace_norm_mtl,
-            multitask=True,
-            paper_row="3D CNN MTL trace norm",
+            f"{fine} + trace-norm MTL", "c3d_finetuned", TRACE_NORM_MTL, "3D CNN MTL trace norm"
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
             "c3d_finetuned",
-            _graph_sparse_mtl,
-            multitask=True,
-            paper_row="Proposed",
+            PROPOSED_MTL,
+            "Proposed",
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
             "c3d_finetuned",
-            _graph_sparse_mtl_without_psi,
-            multitask=True,
+            MTL_WITHOUT_PSI,
         ),
-        E1Method("Reference: size only (equivalent diameter) + linear", "diameter", _linear),
-        E1Method("Reference: radiologists' six mean attributes + linear", "attributes", _linear),
+        E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
+        E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
     ]
 
 
@@ -181,7 +140,7 @@ def run_e1(
                 splits[method.feature] = split_features(features[method.feature], fold)
             X_train, X_test = splits[method.feature]
             psi_train = None if data.psi is None else data.psi[fold.train]
-            model = method.build(psi_train)
+            model = method.recipe.estimator(psi_train)
             with warnings.catch_warnings():
                 # the weakest penalties of the inner-CV Lasso path on correlated features may
                 # stop short of the tolerance; those points are rarely the ones selected

@@ -41,9 +41,9 @@ from tumorchar.experiments.protocol import (
     regression_metrics,
     summarize,
 )
+from tumorchar.vocab import LUNG_LABELS
 
 ATTRIBUTES = ("calcification", "lobulation", "spiculation", "sphericity", "margin", "texture")
-LUNG_LABELS = {"benign": 0, "malignant": 1}
 HU_STAT_NAMES = ("mean_hu", "max_hu", "mask_count")
 FIRST_ORDER_NAMES = ("mean", "std", "p10", "p50", "p90", "max", "count", "above_200", "below_-400")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorchar._io import atomic_path, write_text_atomic
 from tumorchar.experiments import paper_reference as paper
 from tumorchar.experiments.protocol import Summary, summarize
 
@@ -245,9 +246,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_roc(predictions, results, experiment, dataset, methods, path: Path, title: str):
@@ -531,6 +531,4 @@ def headline_tables(out_dir: str | os.PathLike) -> list[tuple[str, Table]]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

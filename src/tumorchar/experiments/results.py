@@ -7,15 +7,13 @@ every case, from which the ROC curves and the predicted-vs-true score plot are d
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from tumorchar._io import write_parquet_atomic  # noqa: F401 (re-exported)
+from tumorchar.provenance import canonical_json, package_versions, short_digest
 
 RESULT_COLUMNS = [
     "experiment",
@@ -39,27 +37,16 @@ PREDICTION_COLUMNS = [
     "prediction",
     "settings_hash",
 ]
-VERSIONED_PACKAGES = ("tumorchar", "numpy", "scikit-learn", "imbalanced-learn", "torch")
 
 
 def settings_hash(settings: dict) -> str:
     """SHA-256 (first 16 hex digits) of the settings as canonical JSON."""
-    text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_digest(settings)
 
 
-def package_versions() -> str:
+def versions_json() -> str:
     """JSON object of the versions of the packages that shape the numbers."""
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name == "tumorchar":
-                from tumorchar import __version__
-
-                versions[name] = __version__
-    return json.dumps(versions, sort_keys=True)
+    return canonical_json(package_versions())
 
 
 @dataclass
@@ -119,23 +106,13 @@ class ResultLog:
     def metrics_frame(self) -> pd.DataFrame:
         columns = [c for c in RESULT_COLUMNS if c != "versions"]
         frame = pd.DataFrame(self.rows, columns=columns)
-        frame["versions"] = package_versions()
+        frame["versions"] = versions_json()
         return frame[RESULT_COLUMNS]
 
     def predictions_frame(self) -> pd.DataFrame:
         if not self.predictions:
             return pd.DataFrame(columns=PREDICTION_COLUMNS)
         return pd.concat(self.predictions, ignore_index=True)[PREDICTION_COLUMNS]
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write `frame` to `path` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
 
 
 def combine(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tumorchar._io import atomic_path
+from tumorchar.progress import progress_bar as _progress_bar
+
 #: CT intensity window in Hounsfield units mapped to [0, 1]: from air (-1000 HU) to dense
 #: calcification (+400 HU). Lung parenchyma (~-850 HU) lands near 0.1, ground glass (~-600 HU)
 #: near 0.29, solid soft tissue (0-50 HU) near 0.71-0.75, calcium at 1.
@@ -123,10 +126,9 @@ def save_safetensors_atomic(
     from safetensors.torch import save_file
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(flat, str(tmp), metadata)
     return p
 
 
@@ -147,24 +149,6 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class progress_bar:
-    """A Rich progress bar over `total` items when enabled, else a no-op; the object the
-    `with` block gets advances the bar by its argument."""
-
-    def __init__(self, enabled: bool, total: int, label: str = "features"):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda k=1: None
-        from rich.progress import Progress
-
-        self._bar = Progress(transient=True)
-        self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
-        return lambda k=1: self._bar.advance(task, k)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.stop()
-        return False
+def progress_bar(enabled: bool, total: int, label: str = "features"):
+    """`tumorchar.progress.progress_bar` (transient): yields ``advance(k=1)``."""
+    return _progress_bar(enabled, total, label, transient=True)

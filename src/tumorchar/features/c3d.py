@@ -20,10 +20,10 @@ width) (box-averaged along shrinking axes, then trilinear), centre-cropped, then
 x = scale · (u − 0.5) (the paper preset uses scale 255, the zero-centred 8-bit range of the
 Sports-1M clips; cpu uses 1), and the gray channel is copied to the 3 input channels.
 
-Tasks and binary targets: malignancy, calcification, spiculation, sphericity, lobulation,
-margin, texture; a mean score s gives the label 1[s > pivot] with the pivot at the mid-point
-of the rating scale (3 for 1-5 scales, 3.5 for calcification's 1-6); scores equal to the pivot
-(and NaN) are left out of the loss. Binary loss: mean BCE over the kept (sample, task) pairs;
+Tasks and binary targets: the 7 tasks of `tumorchar.vocab.TASKS`, in that order; a mean
+score s gives the label 1[s > pivot] with the pivot at the mid-point of the rating scale (3
+for 1-5 scales, 3.5 for calcification's 1-6); scores equal to the pivot (and NaN) are left
+out of the loss. Binary loss: mean BCE over the kept (sample, task) pairs;
 regression loss: mean squared error of (s − pivot) / half-range.
 """
 
@@ -54,18 +54,8 @@ from tumorchar.features._netutils import (
     to_unit_range,
     weights_dir,
 )
+from tumorchar.vocab import SCORE_RANGES, TASKS, pivots  # noqa: F401 (TASKS re-exported)
 
-TASKS = (
-    "malignancy",
-    "calcification",
-    "spiculation",
-    "sphericity",
-    "lobulation",
-    "margin",
-    "texture",
-)
-#: Rating scale (min, max) per task; the pivot is the mid-point (min + max) / 2.
-SCORE_RANGES = {task: (1.0, 5.0) for task in TASKS} | {"calcification": (1.0, 6.0)}
 SPORTS1M_FILE = "c3d.pickle"
 CONV_NAMES = ("conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
 CHECKPOINT_FORMAT = "tumorchar-c3d-1"
@@ -326,7 +316,7 @@ def task_pivots(n_tasks: int = len(TASKS)) -> np.ndarray:
     """Mid-point pivot of each paper task's rating scale: (min + max) / 2."""
     if n_tasks != len(TASKS):
         raise ValueError(f"default pivots exist for the {len(TASKS)} paper tasks; pass pivots=")
-    return np.array([sum(SCORE_RANGES[t]) / 2 for t in TASKS])
+    return pivots(TASKS)
 
 
 def encode_targets(

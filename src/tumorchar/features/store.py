@@ -23,12 +23,9 @@ the feature set and listed in its provenance, the others go on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import shutil
-import sys
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +34,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from tumorchar._io import save_npz_atomic, write_text_atomic
+from tumorchar.progress import progress_bar
+from tumorchar.provenance import canonical_json, json_default, package_versions, sha256_text  # noqa: F401 (canonical_json re-exported)
 
 FEATURES_FILE = "features.npz"
 PROVENANCE_FILE = "provenance.json"
@@ -71,59 +72,19 @@ class FeatureSet:
         return self.provenance["output"]
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal settings give equal strings."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default
-    )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"settings value {value!r} is not JSON serialisable")
-
-
 def feature_key(extractor: str, settings: Mapping[str, Any], input_hash: str) -> str:
     """sha256 over the extractor name, its canonical settings and the input's content hash."""
     text = "\n".join([extractor, canonical_json(dict(settings)), input_hash])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that shape the numbers."""
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for name in ("tumorchar", "numpy", "scipy", "torch"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            module = sys.modules.get(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-    return versions
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode) as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    return sha256_text(text)
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    _write_atomic(path, lambda handle: np.savez(handle, **arrays))
+    save_npz_atomic(path, arrays)
 
 
 def _save_json(path: Path, value: Any) -> None:
-    text = json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n"
-    _write_atomic(path, lambda handle: handle.write(text), mode="w")
+    text = json.dumps(value, indent=2, sort_keys=True, default=json_default) + "\n"
+    write_text_atomic(path, text)
 
 
 def _as_outputs(result: BatchResult, n_cases: int, case_ids: Sequence[str]) -> dict[str, Any]:
@@ -247,7 +208,7 @@ class FeatureStore:
         partial.mkdir(parents=True, exist_ok=True)
         starts = range(0, len(case_ids), batch_size)
         parts, failures = [], {}
-        with _ProgressBar(progress, f"{extractor} features", len(case_ids)) as advance:
+        with progress_bar(progress, len(case_ids), f"{extractor} features") as advance:
             for start in starts:
                 batch = case_ids[start : start + batch_size]
                 path = partial / f"batch-{start:07d}.npz"
@@ -344,31 +305,3 @@ def load_feature_folder(folder: str | os.PathLike) -> dict[str, FeatureSet]:
     if not sets:
         raise ValueError(f"{folder}: no outputs")
     return sets
-
-
-class _ProgressBar:
-    """Context manager yielding advance(n); a Rich bar on stderr when enabled."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.progress.start()
-        task = self.progress.add_task(self.description, total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.stop()

@@ -24,29 +24,8 @@ from tumorchar.models.apg import (
     apg_working_set,
     graph_laplacian,
 )
+from tumorchar.models.inconsistency import radiologist_inconsistency  # noqa: F401 (re-exported)
 from tumorchar.models.taskgraph import estimate_task_graph, validate_graph
-
-
-def radiologist_inconsistency(ratings) -> np.ndarray:
-    """Inconsistency measure of Eq. 5 for each sample: psi_j = exp(sum_r (x_r - mu)^2 / (2 sigma)).
-
-    ratings : (n, R) scores of R readers (NaN where a reader did not rate); mu and sigma are
-    the per-sample mean and (population) standard deviation of the available scores.
-    When all readers agree (sigma = 0) the sum is 0 and psi_j = 1.
-    """
-    R = np.asarray(ratings, dtype=float)
-    if R.ndim != 2:
-        raise ValueError(f"ratings must be (n_samples, n_readers), got shape {R.shape}")
-    if np.isinf(R).any():
-        raise ValueError("ratings contain infinite values")
-    counts = np.sum(~np.isnan(R), axis=1)
-    if np.any(counts == 0):
-        raise ValueError(f"samples without any rating: {np.flatnonzero(counts == 0).tolist()}")
-    mu = np.nanmean(R, axis=1, keepdims=True)
-    sq = np.nansum((R - mu) ** 2, axis=1)
-    sigma = np.sqrt(sq / counts)
-    exponent = np.divide(sq, 2.0 * sigma, out=np.zeros_like(sq), where=sigma > 0)
-    return np.exp(exponent)
 
 
 def _is_per_task(X) -> bool:

@@ -1,5 +1,7 @@
 """`tumorchar predict`: one region or a CSV batch, Rich output, JSON written atomically.
 
+(Moved from `tumorchar.bundle.cli_predict`: command-line code lives in `tumorchar.cli`.)
+
 A batch goes on past a bad case and lists the failures at the end; rerunning it with the
 same `--json` file reuses the results already there for the same model (resume).
 """
@@ -8,36 +10,35 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+import typer
 
-from tumorchar.bundle.characterizer import Characterization, Characterizer, load_model
-from tumorchar.bundle.format import BundleError
-from tumorchar.bundle.scan import ScanError
+from tumorchar.cli._common import Modality, Units, fail
+from tumorchar.errors import BundleError, ScanError
 
-Fail = Callable[[str], None]
+if TYPE_CHECKING:  # the heavy modules are imported when a command runs
+    from rich.console import Console
+
+    from tumorchar.bundle.characterizer import Characterization, Characterizer
+
 _EXPECTED_ERRORS = (ScanError, BundleError, ValueError, OSError)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    from tumorchar._io import write_json_atomic as write
+
+    write(path, payload, allow_nan=False, default=None)
 
 
-def _load(model: Path, fail: Fail) -> Characterizer:
+def _load(model: Path) -> Characterizer:
+    from tumorchar.bundle.characterizer import load_model
+
     try:
         return load_model(model)
     except BundleError as error:
         fail(str(error))
-        raise  # fail() exits; this keeps type checkers honest
 
 
 def _phantom_note(model: Characterizer) -> str | None:
@@ -52,6 +53,8 @@ def _phantom_note(model: Characterizer) -> str | None:
 
 def render(result: Characterization, model: Characterizer, console: Console) -> None:
     """One result as a Rich table, with the model's provenance underneath."""
+    from rich.table import Table
+
     table = Table(title=f"case {result.case_id}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -95,14 +98,14 @@ def predict_one(
     mask: Path | None,
     json_out: Path | None,
     modality: str | None,
-    fail: Fail,
 ) -> None:
-    model = _load(model_dir, fail)
+    model = _load(model_dir)
     try:
         result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
     except _EXPECTED_ERRORS as error:
         fail(str(error))
-        return
+    from rich.console import Console
+
     render(result, model, Console())
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict())
@@ -177,20 +180,17 @@ def _previous_results(json_out: Path | None, model: Characterizer, jobs) -> dict
     }
 
 
-def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: Fail) -> None:
-    from rich.progress import MofNCompleteColumn, Progress
+def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> None:
+    from tumorchar.progress import progress_bar
 
-    model = _load(model_dir, fail)
+    model = _load(model_dir)
     try:
         jobs = read_batch(csv_path)
     except (ValueError, OSError) as error:
         fail(str(error))
-        return
     done = _previous_results(json_out, model, jobs)
     results, failures = [], {}
-    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("predict", total=len(jobs))
+    with progress_bar(True, len(jobs), "predict") as advance:
         for job in jobs:
             if job["case_id"] in done:
                 results.append(done[job["case_id"]])
@@ -202,7 +202,9 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: 
                     if job["case_id"] not in message:
                         message = f"case {job['case_id']}: {message}"
                     failures[job["case_id"]] = message
-            progress.advance(task)
+            advance()
+    from rich.console import Console
+
     _batch_table(results, model, Console())
     if json_out is not None:
         payload = {
@@ -218,10 +220,12 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None, fail: 
         console.print(f"[bold red]{len(failures)} of {len(jobs)} case(s) failed:[/]")
         for message in failures.values():
             console.print(f"  {message}")
-        raise SystemExit(1)
+        raise typer.Exit(1)
 
 
 def _batch_table(results: list[dict], model: Characterizer, console: Console) -> None:
+    from rich.table import Table
+
     positive = model.manifest["classes"][1]
     table = Table(title=f"{len(results)} case(s), model {model.kind}", title_justify="left")
     table.add_column("case")
@@ -238,3 +242,54 @@ def _batch_table(results: list[dict], model: Characterizer, console: Console) ->
     note = _phantom_note(model)
     if note:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _parse_point(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise typer.BadParameter(f"expected X,Y,Z (three numbers), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def predict(
+    model: Path = typer.Option(
+        ..., "--model", exists=True, file_okay=False, help="Model bundle folder (tumorchar train)."
+    ),
+    scan: Path | None = typer.Option(
+        None, "--scan", exists=True, help="DICOM series folder or file, NIfTI or NRRD."
+    ),
+    at: str | None = typer.Option(None, "--at", help="Region centre X,Y,Z."),
+    units: Units = typer.Option(
+        Units.mm, help="Units of --at: mm (world) or voxel (column,row,slice)."
+    ),
+    mask: Path | None = typer.Option(
+        None, "--mask", exists=True, dir_okay=False, help="Mask file on the scan's grid."
+    ),
+    batch: Path | None = typer.Option(
+        None,
+        "--batch",
+        exists=True,
+        dir_okay=False,
+        help="CSV with columns scan and x,y,z [units] or mask [, case_id].",
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result(s) here."),
+    modality: Modality | None = typer.Option(None, help="Override the scan's modality."),
+) -> None:
+    """Characterize a region of a new scan with a trained model bundle."""
+    if batch is not None:
+        if scan is not None or at is not None or mask is not None:
+            fail("--batch takes its scans and regions from the CSV; drop --scan/--at/--mask")
+        predict_batch(model, batch, json_out)
+        return
+    if scan is None or (at is None) == (mask is None):
+        fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
+    point = _parse_point(at) if at is not None else None
+    chosen = None if modality is None else modality.value
+    predict_one(model, scan, point, units.value, mask, json_out, chosen)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)

@@ -1,0 +1,122 @@
+"""What every command shares: error exit, option types, choices, batch summaries."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print an error in red on stderr and exit with ``code`` (2: bad input, 1: a batch with
+    failed cases)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+# --- choices -------------------------------------------------------------------------------
+
+
+class Preset(StrEnum):
+    cpu = "cpu"
+    paper = "paper"
+
+
+class LungData(StrEnum):
+    phantom = "phantom"
+    none = "none"
+
+
+class Units(StrEnum):
+    mm = "mm"
+    voxel = "voxel"
+
+
+class Modality(StrEnum):
+    ct = "ct"
+    mri = "mri"
+
+
+class RoiKind(StrEnum):
+    box = "box"
+    mask = "mask"
+
+
+# --- option types (the same name for the same concept in every command) ---------------------
+
+PatchesIn = Annotated[
+    Path,
+    typer.Option(
+        "--patches", exists=True, file_okay=False, help="Patch store folder (tumorchar patches)."
+    ),
+]
+CohortIn = Annotated[
+    Path,
+    typer.Option(
+        "--cohort", exists=True, file_okay=False, help="Cohort folder (tumorchar cohort)."
+    ),
+]
+LidcDir = Annotated[
+    Path,
+    typer.Option(
+        "--lidc-dir", exists=True, file_okay=False, help="LIDC-IDRI download (TCIA layout)."
+    ),
+]
+StoreOut = Annotated[Path, typer.Option("--out", help="Patch store folder to write or resume.")]
+WeightsFile = Annotated[
+    Path | None,
+    typer.Option("--weights", exists=True, dir_okay=False, help="Network weights file."),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every random choice.")]
+Folds = Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option("--overwrite", "--force", help="Rebuild / replace what is at --out."),
+]
+AllowRandomInit = Annotated[
+    bool,
+    typer.Option(
+        "--allow-random-init", help="Without usable weights, use a seeded random network."
+    ),
+]
+Spacing = Annotated[float, typer.Option("--spacing", help="Isotropic voxel size (mm).")]
+SizeMm = Annotated[float, typer.Option("--size-mm", help="Side of the cubic patch (mm).")]
+
+
+def finish_batch(report, out: Path, note: str = "") -> None:
+    """Print a store build's summary and failures; exit 1 when a case failed."""
+    out_console = console()
+    if note:
+        out_console.print(f"[bold yellow]{note}[/]", soft_wrap=True)
+    out_console.print(
+        f"patch store {out}: {len(report.written)} written, {len(report.skipped)} already "
+        f"there, {len(report.failures)} failed",
+        soft_wrap=True,
+    )
+    if report.failures:
+        err = console(stderr=True)
+        err.print("[bold red]failed cases:[/]")
+        for message in report.failures.values():
+            err.print(f"  - {message}", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+
+
+def parse_ints(text: str, option: str, count: int | None = None) -> tuple[int, ...]:
+    """Comma-separated integers, or a clear error naming the option."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        fail(f"{option} must be comma-separated integers, got {text!r}")
+    if count is not None and len(values) != count:
+        fail(f"{option} needs {count} comma-separated integers, got {text!r}")
+    return values

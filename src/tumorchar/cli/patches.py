@@ -1,0 +1,121 @@
+"""`tumorchar patches lidc|phantom|mri|synthetic-mri`: patch stores (`tumorchar.data`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tumorchar.cli._common import (
+    CohortIn,
+    LidcDir,
+    RoiKind,
+    Seed,
+    SizeMm,
+    Spacing,
+    StoreOut,
+    fail,
+    finish_batch,
+)
+
+patches_app = typer.Typer(
+    help="Build patch stores: LIDC crops, the annotation-driven CT phantom, pancreas MRI ROIs.",
+    no_args_is_help=True,
+)
+
+
+def _build(build, *args, **kwargs):
+    """Run a store builder; bad input (missing cohort, other settings at --out) exits 2."""
+    try:
+        return build(*args, **kwargs)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+
+
+@patches_app.command("lidc")
+def patches_lidc(
+    cohort: CohortIn,
+    lidc_dir: LidcDir,
+    out: StoreOut,
+    spacing: Spacing = 0.5,
+    size_mm: SizeMm = 32.0,
+) -> None:
+    """Crop each cohort nodule from its LIDC scan (HU, isotropic, air-padded at borders)."""
+    from tumorchar.data.ct_patches import PatchGeometry, build_lidc_store
+
+    report = _build(build_lidc_store, cohort, lidc_dir, out, PatchGeometry(spacing, size_mm))
+    finish_batch(report, out)
+
+
+@patches_app.command("phantom")
+def patches_phantom(
+    cohort: CohortIn,
+    out: StoreOut,
+    seed: Seed = 0,
+    spacing: Spacing = 0.5,
+    size_mm: SizeMm = 32.0,
+    workers: int = typer.Option(2, help="Cases rendered in parallel (threads)."),
+) -> None:
+    """Render CT-like phantom patches from the cohort's real masks and mean ratings."""
+    from tumorchar.data.ct_patches import PatchGeometry, build_phantom_store
+    from tumorchar.data.phantom import PHANTOM_NOTE
+
+    geometry = PatchGeometry(spacing, size_mm)
+    report = _build(build_phantom_store, cohort, out, seed=seed, geometry=geometry, workers=workers)
+    finish_batch(report, out, note=PHANTOM_NOTE)
+
+
+@patches_app.command("mri")
+def patches_mri(
+    images: Annotated[
+        Path, typer.Option("--images", exists=True, help="Folder of <case_id>.nii.gz / DICOM.")
+    ],
+    rois: Annotated[
+        Path,
+        typer.Option(
+            "--rois", exists=True, dir_okay=False, help="CSV: case_id + mask path or box z0..x1."
+        ),
+    ],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels", exists=True, dir_okay=False, help="CSV: case_id, label (normal | ipmn)."
+        ),
+    ],
+    out: StoreOut,
+    roi_size: int = typer.Option(128, "--roi-size", help="Pixels per side of each ROI slice."),
+) -> None:
+    """N4 + curvature anisotropic diffusion, then the ROI's axial slices of each case."""
+    from tumorchar.data.mri import MRISettings, build_mri_store
+
+    report = _build(build_mri_store, images, rois, labels, out, MRISettings(roi_size=roi_size))
+    finish_batch(report, out)
+
+
+@patches_app.command("synthetic-mri")
+def patches_synthetic_mri(
+    out: Path = typer.Option(..., "--out", help="Folder for the images, rois.csv, labels.csv."),
+    n_cases: int = typer.Option(12, "--n-cases", min=1, help="Number of cases."),
+    seed: Seed = 0,
+    ipmn_fraction: float = typer.Option(0.78, "--ipmn-fraction", min=0.0, max=1.0),
+    roi: RoiKind = typer.Option(RoiKind.box, help="ROI kind written to rois.csv."),
+    matrix: int = typer.Option(256, min=32, help="In-plane pixels per side."),
+    slices: int = typer.Option(30, min=4, help="Axial slices per volume."),
+) -> None:
+    """Write SYNTHETIC pancreas T2 MRI cases (for tests and the demo of the MRI path)."""
+    from tumorchar.data.synthetic_mri import SYNTHETIC_NOTE, write_synthetic_mri
+
+    write_synthetic_mri(
+        out,
+        n_cases=n_cases,
+        seed=seed,
+        ipmn_fraction=ipmn_fraction,
+        shape=(slices, matrix, matrix),
+        roi=roi.value,
+    )
+    typer.echo(f"{SYNTHETIC_NOTE}\n{n_cases} cases written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(patches_app, name="patches")

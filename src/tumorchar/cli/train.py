@@ -1,0 +1,93 @@
+"""`tumorchar train mtl|unsupervised`: fit a model recipe on a whole patch store and save it
+as a bundle (`tumorchar.bundle.train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tumorchar.cli._common import Overwrite, Preset, Seed, fail
+
+train_app = typer.Typer(
+    help="Fit a model on every case of a patch store and save it as a model bundle.",
+    no_args_is_help=True,
+)
+
+BundleOut = Annotated[Path, typer.Option("--out", help="Model bundle folder to create.")]
+InternalFolds = Annotated[
+    int, typer.Option("--folds", min=2, help="Folds of the internal cross-validation.")
+]
+
+
+def _log(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[dim]train:[/] {message}")
+
+
+def _run(train, *args, **kwargs) -> None:
+    try:
+        path = train(*args, log=_log, **kwargs)
+    except ValueError as error:  # TrainingError, BundleError and bad stores
+        fail(str(error))
+    typer.echo(f"model bundle: {path}")
+
+
+@train_app.command("mtl")
+def train_mtl_command(
+    patches: Annotated[
+        Path,
+        typer.Option("--patches", exists=True, file_okay=False, help="Patch store folder (CT)."),
+    ],
+    out: BundleOut,
+    preset: Preset = typer.Option(
+        Preset.cpu, help="C3D preset: cpu (minutes on CPU) or paper (GPU)."
+    ),
+    epochs: int = typer.Option(3, min=1, help="C3D fine-tuning epochs."),
+    rho1: float = typer.Option(1.0, help="Task-graph penalty ρ1 of Eq. 6."),
+    rho2: float = typer.Option(10.0, help="Sparsity penalty ρ2 of Eq. 6."),
+    weights: Path | None = typer.Option(
+        None,
+        "--weights",
+        "--sports1m",
+        exists=True,
+        dir_okay=False,
+        help="Sports-1M C3D weights (paper preset).",
+    ),
+    device: str | None = typer.Option(None, help="Fine-tuning device (default: CUDA if any)."),
+    folds: InternalFolds = 5,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Supervised model: C3D fine-tuned on 7 tasks → fc6 → the proposed graph-regularized
+    sparse MTL, exactly the recipe E1's proposed row evaluates."""
+    from tumorchar.bundle.train import train_mtl
+
+    options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
+    options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
+    _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)
+
+
+@train_app.command("unsupervised")
+def train_unsupervised_command(
+    patches: Annotated[
+        Path,
+        typer.Option(
+            "--patches", exists=True, file_okay=False, help="Patch store folder (CT or MRI)."
+        ),
+    ],
+    out: BundleOut,
+    folds: InternalFolds = 5,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Unsupervised model: GIST → k-means (k = 2) → label proportions → ∝SVM."""
+    from tumorchar.bundle.train import train_unsupervised
+
+    _run(train_unsupervised, patches, out, n_folds=folds, seed=seed, overwrite=overwrite)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
