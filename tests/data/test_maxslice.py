@@ -389,3 +389,77 @@ def test_store_of_some_patients_only(crops, subset_cohort, tmp_path):
     rest = PatchStore(tmp_path / "rest")
     assert len(rest.index) > 0
     assert not set(rest.index["patient_id"]) & set(store.index["patient_id"])
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_builds_two_disjoint_stores_and_a_bundle_predicts_the_held_out_one(
+    data_dir, subset_cohort, tmp_path
+):
+    """`patches lidc-maxslice` on two disjoint patient lists, `train mtl` (GIST on the 2D
+    store) on one, `predict --patches` on the other: the held-out patients' cases are all
+    characterized, with their ids, patients, scores and labels."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tumorchar.cli import app
+
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("\n".join(SUBSET[:9]) + "\n")
+    second.write_text("# held out\n" + "\n".join(SUBSET[9:]) + "\n")
+    runner = CliRunner()
+    for name, patients in (("train", first), ("test", second)):
+        result = runner.invoke(
+            app,
+            ["patches", "lidc-maxslice", "--crops", str(data_dir), "--cohort",
+             str(subset_cohort), "--out", str(tmp_path / name), "--patients", str(patients)],
+            terminal_width=200,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "REAL DATA (LIDC-IDRI max-slice crops, 2D)" in result.output
+        assert "matched to a read" in result.output
+    train, test = PatchStore(tmp_path / "train"), PatchStore(tmp_path / "test")
+    assert not set(train.index["patient_id"]) & set(test.index["patient_id"])
+    result = runner.invoke(
+        app,
+        ["train", "mtl", "--patches", str(tmp_path / "train"), "--out", str(tmp_path / "model"),
+         "--folds", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "predictions.json"
+    result = runner.invoke(
+        app,
+        ["predict", "--model", str(tmp_path / "model"), "--patches", str(tmp_path / "test"),
+         "--json", str(out)],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "held-out" in result.output
+    payload = json.loads(out.read_text())
+    assert payload["store"]["source"] == "lidc-maxslice" and not payload["store"]["is_phantom"]
+    cases = {c["case_id"]: c for c in payload["cases"]}
+    assert set(cases) == set(test.case_ids)
+    index = test.index.set_index("case_id")
+    for case_id, case in cases.items():
+        assert case["patient_id"] == index.loc[case_id, "patient_id"]
+        assert case["label"] == index.loc[case_id, "label"]
+        assert set(case["scores"]) >= {"malignancy", "texture"}
+        assert case["class"] in ("benign", "malignant") and 0 <= case["probability"] <= 1
+    assert payload["summary"]["labelled"] == int(index["label"].isin(["benign", "malignant"]).sum())
+
+
+def test_cli_refuses_c3d_on_a_2d_store(crops, subset_cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from tumorchar.cli import app
+
+    maxslice.build_maxslice_store(crops, subset_cohort, tmp_path / "s", show_progress=False)
+    result = CliRunner().invoke(
+        app,
+        ["train", "mtl", "--patches", str(tmp_path / "s"), "--out", str(tmp_path / "m"),
+         "--features", "c3d"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "2D store" in result.output
