@@ -63,6 +63,11 @@ def _stores(args, work: Path) -> dict[str, tuple[PatchStore, bool]]:
     return stores
 
 
+def _labelled(store) -> set[str]:
+    index = store.index
+    return set(index.loc[index["label"].isin(["benign", "malignant"]), "case_id"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", type=Path, default=None)
@@ -79,11 +84,13 @@ def main() -> None:
         tables, recovery, forest = [], {}, {}
         stores = _stores(args, work)
         real = stores.get(REAL)
-        common = None if real is None else set(real[0].index["case_id"])
+        common = None if real is None else real[0].index["case_id"].tolist()
         for source, (store, volumes) in stores.items():
             subsets = [(source, None)]
             if common is not None and source != REAL:
-                subsets.append((f"{source} [real's nodules]", common))
+                have = set(store.index["case_id"])
+                kept = [c for c in common if c in have and c in _labelled(store)]
+                subsets.append((f"{source} [real's nodules]", kept))
             for name, keep in subsets:
                 data = reference_data(store, use_volumes=volumes, case_ids=keep)
                 rows = reference_rows(data, protocol)

@@ -24,7 +24,7 @@ statistics (random forest), the phantom-leak figures.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,28 +88,32 @@ class ReferenceData:
 
 
 def reference_data(
-    store, use_volumes: bool | None = None, case_ids: Collection[str] | None = None
+    store, use_volumes: bool | None = None, case_ids: Sequence[str] | None = None
 ) -> ReferenceData:
     """The reference inputs of a patch store's benign and malignant cases.
 
     HU statistics are taken on the volumes and 3D masks of a 3D store (or, with
     `use_volumes=False`, on its central slices), on the images and 2D masks of a 2D store;
-    `case_ids` restricts the cases (e.g. to the nodules another store has)."""
+    `case_ids` gives the cases and their order (e.g. an experiment's cases, or the nodules
+    another store has). Cases are read one at a time."""
     index = store.index[store.index["label"].isin(list(LUNG_LABELS))]
     if case_ids is not None:
-        index = index[index["case_id"].isin(set(case_ids))]
+        index = index.set_index("case_id", drop=False).loc[list(case_ids)]
     index = index.reset_index(drop=True)
     ids = index["case_id"].tolist()
     volumes = store.has_volumes if use_volumes is None else use_volumes
-    if volumes:
-        images = [store.load(i).volume for i in ids]
-        masks = [store.load(i).mask for i in ids]
-    else:
-        images, masks = store.slices(ids), store.masks2d(ids)
+    hu, first = [], []
+    for case_id in ids:
+        patch = store.load(case_id)
+        image, mask = (patch.volume, patch.mask) if volumes else (patch.slice2d, patch.mask2d)
+        hu.append(hu_statistics([image], [mask])[0])
+        first.append(first_order_statistics([image], [mask])[0])
     features = {
         "size": index[["equivalent_diameter_mm"]].to_numpy(float),
-        "hu-stats": hu_statistics(images, masks),
-        "first-order": first_order_statistics(images, masks),
+        "hu-stats": np.asarray(hu, dtype=np.float64).reshape(len(ids), len(HU_STAT_NAMES)),
+        "first-order": np.asarray(first, dtype=np.float64).reshape(
+            len(ids), len(FIRST_ORDER_NAMES)
+        ),
         "attributes": index[list(ATTRIBUTES)].to_numpy(float),
     }
     if "outline_diameter_mm" in index:

@@ -22,7 +22,19 @@ from tumorchar._io import atomic_path, write_text_atomic
 from tumorchar.experiments import paper_reference as paper
 from tumorchar.experiments.protocol import Summary, summarize
 
-DATASET_TITLES = {"lung": "Lung nodules (CT)", "mri": "IPMN (MRI)"}
+DATASET_TITLES = {
+    "lung": "Lung nodules (CT)",
+    "lung-maxslice": "Lung nodules, REAL CT: LIDC-IDRI max-slice crops (2D)",
+    "mri": "IPMN (MRI)",
+}
+DATASETS = ("lung", "lung-maxslice", "mri")
+
+
+def paper_dataset(dataset: str) -> str:
+    """The paper's table a dataset's rows sit beside (both lung datasets: its lung rows)."""
+    return "lung" if dataset.startswith("lung") else dataset
+
+
 PERCENT_METRICS = ("accuracy", "sensitivity", "specificity")
 
 
@@ -353,7 +365,10 @@ def _short(method: str) -> str:
 def data_source_line(run: dict) -> str:
     """The report's first line: which data the numbers come from."""
     lung, mri = run.get("lung_source", ""), run.get("mri_source", "")
+    lung2d = run.get("lung2d_source", "")
     parts = []
+    if lung2d:
+        parts.append(f"lung, 2D: {lung2d}")
     if lung == "phantom":
         parts.append(
             "lung: PHANTOM CT-like patches rendered from the real LIDC-IDRI radiologist "
@@ -365,12 +380,23 @@ def data_source_line(run: dict) -> str:
         parts.append("MRI: SYNTHETIC pancreas-MRI generator, not patients")
     elif mri:
         parts.append(f"MRI: {mri}")
-    if run.get("data_source") == "phantom":
+    if lung2d:
+        head, tail = "**Data source: REAL (LIDC-IDRI max-slice crops, 2D)**", ""
+        if lung == "phantom" or mri == "synthetic":
+            tail = (
+                " Each table names its data; phantom and synthetic rows test the pipeline "
+                "and do not rank methods."
+            )
+    elif run.get("data_source") == "phantom":
         head = "**Data source: PHANTOM**"
-        tail = " These numbers test the pipeline; they are not evidence about patients."
+        tail = (
+            " These numbers test the pipeline; they are not evidence about patients and do "
+            "not rank methods."
+        )
     else:
         head, tail = "**Data source: REAL**", ""
-    return f"{head} — {'; '.join(parts) or 'none'}.{tail}"
+    described = "; ".join(part.rstrip(".") for part in parts) or "none"
+    return f"{head} — {described}.{tail}"
 
 
 def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -383,7 +409,7 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    datasets = [d for d in ("lung", "mri") if (results["dataset"] == d).any()]
+    datasets = [d for d in DATASETS if (results["dataset"] == d).any()]
 
     blocks: list = [data_source_line(run), "# tumorchar reproduction report"]
     blocks.append(
@@ -418,10 +444,12 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
             "of the mean radiologist score. The two reference rows are not in the paper: size "
             "alone, and the radiologists' own six attribute ratings (an optimistic reference: "
             "the same readers gave the malignancy score).",
-            e1_table(results),
         ]
-        if predictions is not None:
-            e1_methods = list(dict.fromkeys(results.loc[results["experiment"] == "E1", "method"]))
+        for dataset in [d for d in datasets if _has(results, "E1", d)]:
+            blocks += [f"### {DATASET_TITLES.get(dataset, dataset)}", e1_table(results, dataset)]
+        if predictions is not None and _has(results, "E1", "lung"):
+            lung_e1 = (results["experiment"] == "E1") & (results["dataset"] == "lung")
+            e1_methods = list(dict.fromkeys(results.loc[lung_e1, "method"]))
             plot_roc(
                 predictions,
                 results,
@@ -468,7 +496,7 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         for dataset in datasets:
             if not ((results["experiment"] == experiment) & (results["dataset"] == dataset)).any():
                 continue
-            ref = None if reference is None else reference.get(dataset, {})
+            ref = None if reference is None else reference.get(paper_dataset(dataset), {})
             blocks += [
                 f"### {DATASET_TITLES.get(dataset, dataset)}",
                 classification_table(results, experiment, dataset, ref),
@@ -497,6 +525,21 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         if experiment == "E3" and plot_fig5(results, datasets, figures / "e3_fig5.png"):
             blocks.append(Image("figures/e3_fig5.png", "E3: Fig. 5-style bars (label-free)"))
 
+    if (results["experiment"] == "reference").any():
+        blocks += [
+            "## Reference rows",
+            "What needs no learning from pixels, evaluated on the same folds (logistic "
+            "regression for benign/malignant; accuracy ±1 and mean abs. diff. from a linear "
+            "regression of the mean malignancy score): size alone, first-order HU statistics "
+            "inside the mask (mean, max, element count), and the radiologists' six attribute "
+            "ratings. A method that does not beat these has not shown that it reads the image.",
+        ]
+        for dataset in [d for d in datasets if _has(results, "reference", d)]:
+            blocks += [
+                f"### {DATASET_TITLES.get(dataset, dataset)}",
+                reference_table(results, dataset),
+            ]
+
     if (results["experiment"] == "stage").any():
         blocks += ["## Stage times", stage_table(results)]
     versions = results["versions"].dropna()
@@ -514,20 +557,45 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def headline_tables(out_dir: str | os.PathLike) -> list[tuple[str, Table]]:
-    """The tables printed at the end of `tumorchar reproduce` (E1 and E2's lung rows)."""
+    """The tables printed at the end of `tumorchar reproduce`: E1 and E2 of each dataset,
+    and the reference rows."""
     results = pd.read_parquet(Path(out_dir) / "results.parquet")
     tables = []
-    if (results["experiment"] == "E1").any():
-        tables.append(("E1 (Table II): malignancy score regression", e1_table(results)))
-    for dataset in ("lung", "mri"):
-        if ((results["experiment"] == "E2") & (results["dataset"] == dataset)).any():
+    for dataset in DATASETS:
+        title = DATASET_TITLES[dataset]
+        if _has(results, "E1", dataset):
+            tables.append(
+                (f"E1 (Table II): malignancy score regression, {title}", e1_table(results, dataset))
+            )
+        if _has(results, "E2", dataset):
+            reference = paper.TABLE_III[paper_dataset(dataset)]
             tables.append(
                 (
-                    f"E2 (Table III): unsupervised, {DATASET_TITLES[dataset]}",
-                    classification_table(results, "E2", dataset, paper.TABLE_III[dataset]),
+                    f"E2 (Table III): unsupervised, {title}",
+                    classification_table(results, "E2", dataset, reference),
                 )
             )
+        if _has(results, "reference", dataset):
+            tables.append((f"Reference rows, {title}", reference_table(results, dataset)))
     return tables
+
+
+def _has(results: pd.DataFrame, experiment: str, dataset: str) -> bool:
+    return bool(((results["experiment"] == experiment) & (results["dataset"] == dataset)).any())
+
+
+def reference_table(results: pd.DataFrame, dataset: str) -> Table:
+    table = method_table(results, "reference", dataset)
+    header = ["Reference", "Accuracy (%)", "Sensitivity (%)", "Specificity (%)", "AUC"]
+    header += ["Accuracy ±1 (%)", "Mean abs. diff."]
+    rows = []
+    for method in table.index:
+        row = [method] + [_metric_cell(table, method, m, True, 1) for m in PERCENT_METRICS]
+        row.append(_metric_cell(table, method, "auc", False, 3))
+        row.append(_metric_cell(table, method, "within_one", True, 1))
+        row.append(_metric_cell(table, method, "mean_abs_diff", False, 3))
+        rows.append(row)
+    return Table(header, rows)
 
 
 def _write_text(path: Path, text: str) -> None:
