@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 # Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
 # them. `make demo DEMO_SIZE=` runs the full-size settings.
@@ -28,7 +28,19 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/tumorchar reproduce --data phantom --out demo-output $(DEMO_SIZE)
 	$(VENV)/bin/tumorchar train mtl --patches demo-output/patches/lung --out demo-output/model --overwrite
 
-test: $(VENV)/.installed-dev
+# The case-view tests drive headless Chromium (Debian packages chromium, chromium-driver).
+# Installed with apt-get when missing; where apt-get cannot run (no apt, not root) the
+# browser tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && apt-get install -y chromium chromium-driver; \
+	else \
+		echo "note: chromium / chromedriver missing and apt-get unavailable (needs root):" \
+		     "the browser tests will be skipped"; \
+	fi
+
+test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev

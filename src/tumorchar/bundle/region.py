@@ -70,12 +70,18 @@ def region_settings_from_dict(data: dict) -> RegionSettings | MRIRegionSettings:
 
 @dataclass(frozen=True)
 class RegionPatch:
-    """A resampled cube `(z, y, x)`, its middle axial slice, and how it was placed."""
+    """A resampled cube `(z, y, x)`, its middle axial slice, and how it was placed.
+
+    `axes_mm` are the sample positions along z, y, x in the scan's `Volume.axes_mm()`
+    coordinates (None when unknown, e.g. a patch read from a store): what maps a map made on
+    the patch back onto the scan.
+    """
 
     volume: np.ndarray
     slice2d: np.ndarray
     center_mm: tuple[float, float, float]
     padded_fraction: float
+    axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _as_slab(scan: Scan) -> Scan:
@@ -108,6 +114,7 @@ def extract_patch(scan: Scan, center_mm: np.ndarray, settings: RegionSettings) -
         slice2d=volume[volume.shape[0] // 2].copy(),
         center_mm=tuple(float(v) for v in center_mm),
         padded_fraction=float(crop.padded_fraction),
+        axes_mm=crop.axes_mm,
     )
 
 
@@ -126,18 +133,39 @@ def point_roi(scan: Scan, center_mm: np.ndarray, extent_mm: float) -> np.ndarray
 
 def extract_mri_region(scan: Scan, roi: np.ndarray, settings: MRIRegionSettings) -> RegionPatch:
     """The ROI slices of a preprocessed MRI, as `tumorchar.data.mri.mri_case` makes them."""
-    from tumorchar.data.mri import preprocess, roi_slices
+    from tumorchar.data.mri import preprocess, roi_axes, roi_slices
 
     if float(np.min(scan.volume.array)) < 0:
         raise ScanError(
             f"case {scan.case_id}: negative intensities; the MRI model expects a magnitude image"
         )
     mri = settings.mri_settings()
-    stack, _, _ = roi_slices(preprocess(scan.volume, mri), roi, mri)
+    corrected = preprocess(scan.volume, mri)
+    stack, _, _ = roi_slices(corrected, roi, mri)
     center_kji = np.argwhere(roi).mean(axis=0)
     return RegionPatch(
         volume=stack,
         slice2d=stack[stack.shape[0] // 2].copy(),
         center_mm=tuple(float(v) for v in scan.point_of(center_kji[::-1])),
         padded_fraction=0.0,
+        axes_mm=roi_axes(corrected, roi, mri)[0],
     )
+
+
+def region_mask(scan: Scan, center_mm: np.ndarray, settings) -> np.ndarray:
+    """The voxels of `scan` (bool, z, y, x) inside the region a model looks at around a point.
+
+    CT (`RegionSettings`): the cube `extract_patch` samples, i.e. the voxels whose centres
+    lie within n·s/2 of the centre along each of the scan's axes (n = round(size / s) samples
+    of spacing s, `tumorchar.data.resample.patch_axes`). MRI (`MRIRegionSettings`): the ROI
+    square of `point_roi`.
+    """
+    if isinstance(settings, MRIRegionSettings):
+        return point_roi(scan, center_mm, settings.roi_extent_mm)
+    n = max(1, int(round(settings.size_mm / settings.spacing_mm)))
+    half = n * settings.spacing_mm / 2.0
+    inside = [
+        np.abs(coords - c) <= half + 1e-6
+        for coords, c in zip(scan.volume.axes_mm(), scan.axes_coordinates(center_mm), strict=True)
+    ]
+    return inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]

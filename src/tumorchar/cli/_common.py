@@ -52,6 +52,18 @@ class RoiKind(StrEnum):
     mask = "mask"
 
 
+class HeatmapMethod(StrEnum):
+    auto = "auto"
+    grad_cam = "grad-cam"
+    occlusion = "occlusion"
+
+
+class HeatmapFormat(StrEnum):
+    nii_gz = "nii.gz"
+    nrrd = "nrrd"
+    dcm = "dcm"
+
+
 # --- option types (the same name for the same concept in every command) ---------------------
 
 PatchesIn = Annotated[

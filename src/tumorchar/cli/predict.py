@@ -3,7 +3,14 @@
 (Moved from `tumorchar.bundle.cli_predict`: command-line code lives in `tumorchar.cli`.)
 
 A batch goes on past a bad case and lists the failures at the end; rerunning it with the
-same `--json` file reuses the results already there for the same model (resume).
+same `--json` file reuses the results already there for the same model (resume) — for a
+case whose requested output files are all there, and not when a batch page (`--html`) is
+asked for, which needs every case rendered.
+
+Outputs for viewers (`tumorchar.bundle.outputs`): `--dicom-sr`, `--dicom-seg`, `--heatmap`
+and `--html` name files for one case; for a batch, the first three name folders that get
+one `<case_id>.dcm` / `<case_id>.nii.gz` (or `.dcm` with `--heatmap-format dcm`) per case,
+and `--html` one page with every case.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tumorchar.cli._common import Modality, Units, fail
+from tumorchar.cli._common import HeatmapFormat, HeatmapMethod, Modality, Units, fail
 from tumorchar.errors import BundleError, ScanError
 
 if TYPE_CHECKING:  # the heavy modules are imported when a command runs
@@ -42,13 +49,9 @@ def _load(model: Path) -> Characterizer:
 
 
 def _phantom_note(model: Characterizer) -> str | None:
-    data = model.manifest["training_data"]
-    if data.get("is_phantom"):
-        return (
-            "this model was trained on the annotation-driven phantom (CT-like patches rendered "
-            "from LIDC annotations), not on real CT: its outputs demonstrate the pipeline only"
-        )
-    return None
+    from tumorchar.bundle.outputs.algorithm import Algorithm
+
+    return Algorithm.of(model).warning
 
 
 def render(result: Characterization, model: Characterizer, console: Console) -> None:
@@ -98,15 +101,28 @@ def predict_one(
     mask: Path | None,
     json_out: Path | None,
     modality: str | None,
+    request=None,
 ) -> None:
     model = _load(model_dir)
     try:
-        result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
+        if request is None:
+            result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
+        else:
+            from tumorchar.bundle.outputs.case import predict_with_outputs
+
+            outputs = predict_with_outputs(
+                model, scan, request, at=point, mask=mask, units=units, modality=modality
+            )
+            result = outputs.result
     except _EXPECTED_ERRORS as error:
         fail(str(error))
     from rich.console import Console
 
-    render(result, model, Console())
+    console = Console()
+    render(result, model, console)
+    if request is not None:
+        for name, path in outputs.written.items():
+            console.print(f"[dim]{name.replace('_', ' ')}: {path}[/]", soft_wrap=True)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict())
 
@@ -139,21 +155,62 @@ def read_batch(csv_path: Path) -> list[dict[str, Any]]:
     return jobs
 
 
-def _run_job(model: Characterizer, job: dict[str, Any]) -> Characterization:
+def _run_job(model: Characterizer, job: dict[str, Any], outputs=None, number: int = 0):
+    """Predict one batch row; with an `OutputsPlan`, also write its outputs (returns the
+    `CaseOutputs`, else the `Characterization`)."""
     at = job["at"]
     if at is not None:
         try:
             at = tuple(float(v) for v in at)
         except ValueError:
             raise ScanError(f"case {job['case_id']}: x, y, z must be numbers") from None
-    return model.predict(
-        job["scan"],
-        at=at,
-        mask=job["mask"],
-        units=job["units"],
-        case_id=job["case_id"],
-        modality=job["modality"],
+    where = {
+        "at": at,
+        "mask": job["mask"],
+        "units": job["units"],
+        "case_id": job["case_id"],
+        "modality": job["modality"],
+    }
+    if outputs is None:
+        return model.predict(job["scan"], **where)
+    from tumorchar.bundle.outputs.case import predict_with_outputs
+
+    request = outputs.for_case(job["case_id"])
+    return predict_with_outputs(
+        model, job["scan"], request, page_number=number, write_case_page=False, **where
     )
+
+
+class OutputsPlan:
+    """The per-case output paths of a batch: folders for SR / SEG / heatmap files, one page."""
+
+    def __init__(self, sr, seg, heatmap, html, method: str, heatmap_format: str):
+        self.sr, self.seg, self.heatmap, self.html = sr, seg, heatmap, html
+        self.method, self.heatmap_format = method, heatmap_format
+
+    def for_case(self, case_id: str):
+        from tumorchar.bundle.outputs.case import OutputRequest
+
+        def inside(folder, suffix):
+            return None if folder is None else Path(folder) / f"{_file_name(case_id)}{suffix}"
+
+        return OutputRequest(
+            dicom_sr=inside(self.sr, ".dcm"),
+            dicom_seg=inside(self.seg, ".dcm"),
+            heatmap=inside(self.heatmap, f".{self.heatmap_format}"),
+            html=self.html,
+            heatmap_method=self.method,
+        )
+
+    def files_exist(self, case_id: str) -> bool:
+        request = self.for_case(case_id)
+        paths = (request.dicom_sr, request.dicom_seg, request.heatmap)
+        return all(p is None or p.is_file() for p in paths)
+
+
+def _file_name(case_id: str) -> str:
+    """A case id as a file name: path separators and other odd characters become '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id).lstrip(".") or "case"
 
 
 def _request(job: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +237,9 @@ def _previous_results(json_out: Path | None, model: Characterizer, jobs) -> dict
     }
 
 
-def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> None:
+def predict_batch(
+    model_dir: Path, csv_path: Path, json_out: Path | None, outputs: OutputsPlan | None = None
+) -> None:
     from tumorchar.progress import progress_bar
 
     model = _load(model_dir)
@@ -189,23 +248,40 @@ def predict_batch(model_dir: Path, csv_path: Path, json_out: Path | None) -> Non
     except (ValueError, OSError) as error:
         fail(str(error))
     done = _previous_results(json_out, model, jobs)
-    results, failures = [], {}
+    if outputs is not None:  # reuse only what has its files; a page needs every case rendered
+        done = (
+            {}
+            if outputs.html is not None
+            else {case: r for case, r in done.items() if outputs.files_exist(case)}
+        )
+    results, failures, fragments = [], {}, []
     with progress_bar(True, len(jobs), "predict") as advance:
         for job in jobs:
             if job["case_id"] in done:
                 results.append(done[job["case_id"]])
             else:
                 try:
-                    results.append(_run_job(model, job).to_dict())
+                    made = _run_job(model, job, outputs, len(fragments))
                 except _EXPECTED_ERRORS as error:
                     message = str(error)
                     if job["case_id"] not in message:
                         message = f"case {job['case_id']}: {message}"
                     failures[job["case_id"]] = message
+                else:
+                    if outputs is None:
+                        results.append(made.to_dict())
+                    else:
+                        results.append(made.result.to_dict())
+                        if made.fragment is not None:
+                            fragments.append(made.fragment)
             advance()
     from rich.console import Console
 
     _batch_table(results, model, Console())
+    if outputs is not None and outputs.html is not None and fragments:
+        from tumorchar.bundle.outputs.html import write_page
+
+        Console().print(f"[dim]case view: {write_page(outputs.html, fragments)}[/]")
     if json_out is not None:
         payload = {
             "model": str(model.folder),
@@ -340,24 +416,67 @@ def predict(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result(s) here."),
     modality: Modality | None = typer.Option(None, help="Override the scan's modality."),
+    dicom_sr: Path | None = typer.Option(
+        None, "--dicom-sr", help="DICOM SR (TID 1500) of the result (a folder with --batch)."
+    ),
+    dicom_seg: Path | None = typer.Option(
+        None, "--dicom-seg", help="DICOM SEG of the region used (a folder with --batch)."
+    ),
+    heatmap: Path | None = typer.Option(
+        None,
+        "--heatmap",
+        help="Activation map on the scan's grid: .nii.gz, .nrrd or .dcm (Parametric Map); "
+        "a folder with --batch.",
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Self-contained HTML case view (one page for a batch)."
+    ),
+    heatmap_method: HeatmapMethod = typer.Option(
+        HeatmapMethod.auto,
+        "--heatmap-method",
+        help="auto: Grad-CAM for C3D models, occlusion for GIST models.",
+    ),
+    heatmap_format: HeatmapFormat = typer.Option(
+        HeatmapFormat.nii_gz, "--heatmap-format", help="File type of per-case heatmaps (--batch)."
+    ),
 ) -> None:
     """Characterize a region of a new scan, a CSV batch, or a whole patch store with a trained
     model bundle."""
+    wanted = any(p is not None for p in (dicom_sr, dicom_seg, heatmap, html))
     if patches is not None:
         if scan is not None or at is not None or mask is not None or batch is not None:
             fail("--patches takes its cases from the store; drop --scan/--at/--mask/--batch")
+        if wanted:
+            fail("--patches writes the JSON only (no scan to attach DICOM or heatmaps to)")
         predict_store_command(model, patches, json_out)
         return
     if batch is not None:
         if scan is not None or at is not None or mask is not None:
             fail("--batch takes its scans and regions from the CSV; drop --scan/--at/--mask")
-        predict_batch(model, batch, json_out)
+        plan = None
+        if wanted:
+            for option, path in (
+                ("--dicom-sr", dicom_sr),
+                ("--dicom-seg", dicom_seg),
+                ("--heatmap", heatmap),
+            ):
+                if path is not None and path.suffix and not path.is_dir():
+                    fail(f"with --batch, {option} names a folder (one file per case): {path}")
+            plan = OutputsPlan(
+                dicom_sr, dicom_seg, heatmap, html, heatmap_method.value, heatmap_format.value
+            )
+        predict_batch(model, batch, json_out, plan)
         return
     if scan is None or (at is None) == (mask is None):
         fail("give --scan and exactly one of --at X,Y,Z or --mask FILE (or --batch CSV)")
     point = _parse_point(at) if at is not None else None
     chosen = None if modality is None else modality.value
-    predict_one(model, scan, point, units.value, mask, json_out, chosen)
+    request = None
+    if wanted:
+        from tumorchar.bundle.outputs.case import OutputRequest
+
+        request = OutputRequest(dicom_sr, dicom_seg, heatmap, html, heatmap_method.value)
+    predict_one(model, scan, point, units.value, mask, json_out, chosen, request)
 
 
 def register(app: typer.Typer) -> None:

@@ -217,11 +217,10 @@ def _check_same_grid(mask: Volume, image: Volume, case_id: str) -> None:
 # --- one case ---------------------------------------------------------------------------------
 
 
-def roi_slices(
-    volume: Volume, roi: np.ndarray, settings: MRISettings
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Crop every axial slice the ROI touches to one square box and resample it to
-    roi_size² pixels (bilinear in plane). Returns (stack, roi mask stack, pixel size mm)."""
+def roi_axes(volume: Volume, roi: np.ndarray, settings: MRISettings):
+    """Sample positions (z, y, x axes, `Volume.axes_mm` coordinates) of the ROI stack: every
+    axial slice the ROI touches, and one square box of roi_size² pixels around the ROI's
+    in-plane extent plus the margin. Returns (axes, pixel size mm)."""
     z_idx = np.flatnonzero(roi.any(axis=(1, 2)))
     rows = np.flatnonzero(roi.any(axis=(0, 2)))
     cols = np.flatnonzero(roi.any(axis=(0, 1)))
@@ -232,10 +231,19 @@ def roi_slices(
     side = max(y_hi - y_lo, x_hi - x_lo) * (1.0 + 2.0 * settings.roi_margin)
     pixel = side / settings.roi_size
     offsets = (np.arange(settings.roi_size) - (settings.roi_size - 1) / 2.0) * pixel
-    axes_out = (z_axis[z_idx], (y_lo + y_hi) / 2 + offsets, (x_lo + x_hi) / 2 + offsets)
+    return (z_axis[z_idx], (y_lo + y_hi) / 2 + offsets, (x_lo + x_hi) / 2 + offsets), float(pixel)
+
+
+def roi_slices(
+    volume: Volume, roi: np.ndarray, settings: MRISettings
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Crop every axial slice the ROI touches to one square box and resample it to
+    roi_size² pixels (bilinear in plane, `roi_axes`). Returns (stack, roi mask stack, pixel
+    size mm)."""
+    axes_out, pixel = roi_axes(volume, roi, settings)
     stack, _ = resample_on_axes(volume.array, volume.axes_mm(), axes_out, fill=0.0)
     mask = mask_on_axes(roi, volume.axes_mm(), axes_out, edge_spacing_mm=volume.spacing)
-    return stack, mask, float(pixel)
+    return stack, mask, pixel
 
 
 def mri_case(
