@@ -49,7 +49,8 @@ from tumorchar.data.resample import linear_weights
 
 PHANTOM_NOTE = (
     "PHANTOM DATA: CT-like patches rendered from LIDC radiologist annotations "
-    "(real nodule shapes and ratings), not real CT pixels."
+    "(real nodule shapes and ratings), not real CT pixels. Phantom results test the "
+    "pipeline; they do not rank methods."
 )
 
 
