@@ -89,3 +89,16 @@ def test_reference_rows_are_logged_beside_the_experiments():
     predictions = log.predictions_frame()
     assert len(predictions) == len(data.labels)  # every case once, in its test fold
     assert set(predictions["case_id"]) == set(data.case_ids)
+
+
+def test_e1_two_d_rows():
+    from tumorchar.experiments.e1_mtl import two_d_methods
+
+    methods = two_d_methods("VGG16 fc7 (random-init)")
+    names = [m.name for m in methods]
+    assert len(set(names)) == len(names)
+    assert {m.feature for m in methods} == {"gist", "deep2d", "diameter", "hu_stats", "attributes"}
+    proposed = [m for m in methods if "proposed" in m.name]
+    assert len(proposed) == 1 and proposed[0].recipe.uses_psi
+    # only the GIST rows sit beside the paper's rows: its deep rows are 3D
+    assert {m.paper_row for m in methods if m.paper_row} == {"GIST + LASSO", "GIST + RR"}
