@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test test-all lint bench clean browser
 
 # Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
 # them. `make demo DEMO_SIZE=` runs the full-size settings.
@@ -40,8 +40,16 @@ browser:
 		     "the browser tests will be skipped"; \
 	fi
 
+# `make test` runs the fast tier (minutes); `make test TEST_TIER=all` (or `make test-all`) also
+# runs the tests marked slow (real annotation database, whole pipeline, trained bundles): CI.
+TEST_TIER ?= fast
+PYTEST_TIER = $(if $(filter all,$(TEST_TIER)),,-m "not slow")
+
 test: $(VENV)/.installed-dev browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_TIER)
+
+test-all:
+	$(MAKE) test TEST_TIER=all
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks

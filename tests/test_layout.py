@@ -65,3 +65,14 @@ def test_one_definition_of_the_shared_utilities():
     assert set(defined["canonical_json"]) <= {"provenance.py", "format.py"}
     # _io.py writes files; bundle/format.py swaps whole bundle folders into place
     assert sorted(defined["os.replace"]) == ["_io.py", "format.py"]
+
+
+def test_tests_never_skip_on_a_broken_project_import():
+    """`importorskip` of tumorchar's own modules would turn a broken import into a green skip."""
+    tests = Path(__file__).parent
+    offenders = [
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if path.name != "test_layout.py" and 'importorskip("tumorchar' in path.read_text()
+    ]
+    assert offenders == []

@@ -5,7 +5,12 @@ Era" (IEEE TMI 2019): a 3D CNN with graph-regularized sparse multi-task learning
 and k-means with a proportion-SVM (unsupervised).
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:  # one version, the installed package's (pyproject.toml)
+    __version__ = _metadata.version("tumorchar")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str):

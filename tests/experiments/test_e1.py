@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from tumorchar.experiments.e1_mtl import default_methods, run_e1
 from tumorchar.experiments.protocol import FoldFeatures, Protocol, make_folds
@@ -61,7 +60,6 @@ def test_fold_features_are_computed_once_per_fold_from_the_training_cases(lung_l
 
 
 def test_proposed_and_trace_norm_mtl_run_inside_the_folds(lung_like):
-    pytest.importorskip("tumorchar.models.mtl")
     data, X, _ = lung_like
     folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
     methods = [m for m in default_methods() if m.multitask]

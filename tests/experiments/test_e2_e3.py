@@ -1,13 +1,9 @@
 import numpy as np
-import pytest
-
-from tumorchar.experiments.protocol import Protocol, make_folds
-from tumorchar.experiments.results import ResultLog
-
-pytest.importorskip("tumorchar.models.unsupervised")
 
 from tumorchar.experiments.e2_unsupervised import run_e2  # noqa: E402
 from tumorchar.experiments.e3_deep_features import run_e3  # noqa: E402
+from tumorchar.experiments.protocol import Protocol, make_folds
+from tumorchar.experiments.results import ResultLog
 
 
 def _table(log):
@@ -87,3 +83,19 @@ def test_paper_naming_of_a_clustering_equals_a_fresh_fit(class_like):
     assert renamed.malignant_cluster_ != label_free.malignant_cluster_
     assert np.array_equal(renamed.predict(X), fresh.predict(X))
     assert np.allclose(renamed.decision_function(X), fresh.decision_function(X))
+
+
+def test_unsupervised_rows_say_their_naming_and_weights(class_like):
+    from tumorchar.experiments.report import display_name
+
+    data, X = class_like
+    folds = make_folds(data.labels, data.groups, Protocol(n_splits=3))
+    e2 = run_e2(data, X, folds, ResultLog("E2", "mri", "h"), rf_trees=10).metrics_frame()
+    assert set(e2["naming"]) == {"label_free", "labels"}
+    assert set(e2["estimator"]) == {"cluster", "svm", "rf", "psvm"}
+    vgg = {"fc7": X, "fc8_relu": np.maximum(X, 0)}
+    e3 = run_e3(data, vgg, folds, ResultLog("E3", "mri", "h"), "random-init").metrics_frame()
+    assert set(e3["weights"]) == {"random-init"} and set(e3["feature"]) == {"fc7", "fc8_relu"}
+    for frame in (e2, e3):  # the display names the report builds are the rows' own names
+        first = frame.drop_duplicates("method")
+        assert [display_name(r) for _, r in first.iterrows()] == first["method"].tolist()

@@ -89,3 +89,30 @@ def test_reproduce_refuses_bad_options(tmp_path):
     assert result.exit_code == 2 and "nothing to run" in result.output
     result = runner.invoke(app, ["reproduce", "--out", str(tmp_path), "--mri-shape", "3,4"])
     assert result.exit_code == 2 and "--mri-shape" in result.output
+
+
+def test_rows_carry_structure_and_the_report_renders_names_from_it(
+    tmp_path, lung_like, class_like
+):
+    from tumorchar.experiments.results import LABEL_COLUMNS
+
+    _write_run(tmp_path, lung_like, class_like)
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    for frame in (results, predictions):
+        assert set(LABEL_COLUMNS) <= set(frame.columns)
+    e4 = results[results["experiment"] == "E4"]
+    assert set(e4["estimator"]) == {"svm", "rf"} and set(e4["variant"]) == {"adasyn"}
+    e1 = results[results["experiment"] == "E1"]
+    assert set(e1["feature"]) == {"gist", "diameter"}
+    assert {"lasso", "ridge", "linear"} == set(e1["estimator"])
+    md = build_report(tmp_path)[0].read_text()
+
+    # the method column is only an identifier: renamed, the report reads the same
+    ids = {m: f"m{i}" for i, m in enumerate(dict.fromkeys(results["method"]))}
+    for frame, name in ((results, "results"), (predictions, "predictions")):
+        keep = frame["experiment"].isin(["stage", "data"])
+        frame.loc[~keep, "method"] = frame.loc[~keep, "method"].map(ids)
+        write_parquet_atomic(frame, tmp_path / f"{name}.parquet")
+    assert build_report(tmp_path)[0].read_text() == md
+    assert "| GIST + Ridge |" in md and "| GIST + SVM |" in md

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 from tumorchar.models.recipes import (
     LASSO,
     LINEAR,
@@ -34,7 +34,7 @@ from tumorchar.models.recipes import (
     TRACE_NORM_MTL,
     ModelRecipe,
 )
-from tumorchar.vocab import ATTRIBUTES, TASKS  # noqa: F401 (re-exported)
+from tumorchar.vocab import ATTRIBUTES, TASKS, Weights  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,15 @@ class E1Method:
     feature: str
     recipe: ModelRecipe
     paper_row: str | None = None
+    weights: str = ""  # the network weights behind the feature (C3D features only)
 
     @property
     def multitask(self) -> bool:
         return self.recipe.multitask
+
+    @property
+    def labels(self) -> MethodLabels:
+        return MethodLabels(feature=self.feature, estimator=self.recipe.name, weights=self.weights)
 
 
 def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
@@ -88,54 +93,75 @@ def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
     weights file, otherwise "random-init" (the network at its seeded initialization)."""
     pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
     fine = "C3D fc6 (fine-tuned)"
+    w_pre = _weights_value(c3d_label)
+    w_fine = f"{w_pre}+finetuned"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)"),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)"),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)"),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)"),
+        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)", w_pre),
+        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)", w_pre),
+        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)", w_fine),
+        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)", w_fine),
         E1Method(
-            f"{fine} + trace-norm MTL", "c3d_finetuned", TRACE_NORM_MTL, "3D CNN MTL trace norm"
+            f"{fine} + trace-norm MTL",
+            "c3d_finetuned",
+            TRACE_NORM_MTL,
+            "3D CNN MTL trace norm",
+            w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
             "c3d_finetuned",
             PROPOSED_MTL,
             "Proposed",
+            w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
             "c3d_finetuned",
             MTL_WITHOUT_PSI,
+            None,
+            w_fine,
         ),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
     ]
 
 
-def two_d_methods(deep_label: str) -> list[E1Method]:
+def _weights_value(label: str) -> str:
+    """The `Weights` value of a label given as value or display name ("Sports-1M")."""
+    for weights in Weights:
+        if label in (weights.value, weights.display):
+            return weights.value
+    return label
+
+
+def two_d_methods(deep_label: str, weights: str = "") -> list[E1Method]:
     """E1's rows that 2D data supports (one slice per nodule, e.g. the LIDC max-slice crops):
     GIST + Lasso / Ridge (the paper's 2D rows), deep 2D features (`deep_label` names the
     network and its weights) + Lasso / Ridge / trace-norm / the proposed MTL with and without
-    Ψ (no paper row: the paper's deep rows are 3D), and the reference rows: size, the HU
-    statistics inside the outline, the six attributes."""
+    Ψ (no paper row: the paper's deep rows are 3D; `weights` is their `Weights` value), and
+    the reference rows: size, the HU statistics inside the outline, the six attributes."""
     deep = f"{deep_label} (2D)"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
-        E1Method(f"{deep} + Lasso", "deep2d", LASSO),
-        E1Method(f"{deep} + Ridge", "deep2d", RIDGE),
-        E1Method(f"{deep} + trace-norm MTL", "deep2d", TRACE_NORM_MTL),
+        E1Method(f"{deep} + Lasso", "deep2d", LASSO, None, weights),
+        E1Method(f"{deep} + Ridge", "deep2d", RIDGE, None, weights),
+        E1Method(f"{deep} + trace-norm MTL", "deep2d", TRACE_NORM_MTL, None, weights),
         E1Method(
             f"{deep} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
             "deep2d",
             PROPOSED_MTL,
+            None,
+            weights,
         ),
         E1Method(
             f"{deep} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
             "deep2d",
             MTL_WITHOUT_PSI,
+            None,
+            weights,
         ),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method(
@@ -193,5 +219,6 @@ def run_e1(
                 data.case_ids[fold.test],
                 malignancy[fold.test],
                 predicted,
+                labels=method.labels,
             )
     return log

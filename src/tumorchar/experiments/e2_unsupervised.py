@@ -22,7 +22,7 @@ import numpy as np
 
 from tumorchar.experiments.e4_upper_bound import ClassData
 from tumorchar.experiments.protocol import Fold, classification_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 
 # display name → (classifier trained after clustering, paper's row)
 METHODS = {
@@ -92,9 +92,11 @@ def run_unsupervised(
     on_step: Callable[[str], None] | None = None,
     rf_trees: int = 100,
     psvm_restarts: int = 10,
+    weights: str = "",
 ) -> ResultLog:
     """Cross-validate ``methods`` (display name → (feature key, classifier, paper row)) for
-    every naming rule; metrics and predictions go into ``log``."""
+    every naming rule; metrics and predictions go into ``log``. ``weights`` labels the
+    network behind the features (VGG), "" for GIST."""
     labels = np.asarray(data.labels, int)
     if "label_free" in namings and data.naming_hint is None:
         namings = tuple(n for n in namings if n != "label_free")
@@ -139,6 +141,7 @@ def run_unsupervised(
                     labels[fold.test],
                     score,
                     predicted,
+                    labels=MethodLabels(feature, classifier, naming, weights),
                 )
     return log
 

@@ -37,4 +37,7 @@ def run_e3(
     returned by `tumorchar.features.vgg.extract_vgg`)."""
     tag = "" if weights_label == "imagenet" else f" ({weights_label})"
     methods = {f"{name}{tag}": (key, "cluster", name) for name, key in LAYERS.items()}
-    return run_unsupervised("E3", data, vgg_features, methods, folds, log, namings, seed, on_step)
+    return run_unsupervised(
+        "E3", data, vgg_features, methods, folds, log, namings, seed, on_step,
+        weights=weights_label,
+    )  # fmt: skip

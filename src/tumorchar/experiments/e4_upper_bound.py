@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tumorchar.experiments.protocol import Fold, classification_metrics, split_features
-from tumorchar.experiments.results import ResultLog
+from tumorchar.experiments.results import MethodLabels, ResultLog
 
 FEATURES = {"GIST": "gist", "VGG-fc7": "fc7_relu", "VGG-fc8": "fc8_relu"}
 
@@ -128,5 +128,11 @@ def run_e4(
                     labels[fold.test],
                     score,
                     predicted,
+                    labels=MethodLabels(
+                        key,
+                        classifier.lower(),
+                        weights=feature_label.get(key, "" if key == "gist" else "imagenet"),
+                        variant="adasyn" if oversample else "",
+                    ),
                 )
     return log

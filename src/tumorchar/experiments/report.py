@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,16 +131,101 @@ def _paper_value(value, percent: bool, digits: int) -> str:
     return f"{value:.{digits}f}" if percent else f"{value:.3f}"
 
 
+# --- display names, built from the structured columns when the report renders -------------
+
+FEATURE_TITLES = {
+    "gist": "GIST",
+    "c3d_finetuned": "C3D fc6 (fine-tuned)",
+    "diameter": "Reference: size only (equivalent diameter)",
+    "attributes": "Reference: radiologists' six mean attributes",
+    "hu_stats": "Reference: HU statistics inside the outline (mean, max, count)",
+    "deep2d": "VGG16 fc7 (2D)",
+    "fc7": "VGG-fc7",
+    "fc7_relu": "VGG-fc7-ReLU",
+    "fc8": "VGG-fc8",
+    "fc8_relu": "VGG-fc8-ReLU",
+}
+E4_FEATURE_TITLES = {"gist": "GIST", "fc7_relu": "VGG-fc7", "fc8_relu": "VGG-fc8"}
+ESTIMATOR_TITLES = {
+    "lasso": "Lasso",
+    "ridge": "Ridge",
+    "linear": "linear",
+    "trace-norm-mtl": "trace-norm MTL",
+    "graph-sparse-mtl": "graph-regularized sparse MTL (proposed)",
+    "graph-sparse-mtl-without-psi": "graph-regularized sparse MTL without Ψ",
+    "cluster": "Clustering",
+    "svm": "Clustering + SVM",
+    "rf": "Clustering + RF",
+    "psvm": "Clustering + ∝SVM (proposed)",
+}
+PAPER_NAMING_MARK = " [paper protocol: clusters named with training labels]"
+
+
+def _weights_title(weights: str) -> str:
+    from tumorchar.vocab import Weights
+
+    base = weights.removesuffix("+finetuned")
+    try:
+        return Weights(base).display
+    except ValueError:
+        return base
+
+
+def _weights_tag(weights: str) -> str:
+    """ " (random-init)" for features of a network without pretrained weights, else ""."""
+    return "" if weights in ("", "imagenet") else f" ({_weights_title(weights)})"
+
+
+def display_name(row: Mapping) -> str:
+    """A result row's method as the report prints it, from its structured columns (the
+    ``method`` identifier when the row has none, e.g. results of an older version)."""
+    experiment = row.get("experiment", "")
+    feature, estimator = row.get("feature", "") or "", row.get("estimator", "") or ""
+    weights, naming = row.get("weights", "") or "", row.get("naming", "") or ""
+    if not estimator:
+        return str(row["method"])
+    if experiment.startswith("E1"):
+        title = FEATURE_TITLES.get(feature, feature)
+        if feature == "c3d_pretrained":
+            title = f"C3D fc6 ({_weights_title(weights)}, not fine-tuned)"
+        if feature == "deep2d":
+            title += _weights_tag(weights)
+        return f"{title} + {ESTIMATOR_TITLES.get(estimator, estimator)}"
+    if experiment == "E4":
+        title = E4_FEATURE_TITLES.get(feature, feature) + _weights_tag(weights)
+        return f"{title} + {estimator.upper()}"
+    mark = PAPER_NAMING_MARK if naming == "labels" else ""
+    if experiment == "E3":
+        return FEATURE_TITLES.get(feature, feature) + _weights_tag(weights) + mark
+    return ESTIMATOR_TITLES.get(estimator, estimator) + mark
+
+
+def _first_rows(part: pd.DataFrame) -> pd.DataFrame:
+    return part.drop_duplicates("method").set_index("method", drop=False)
+
+
+def method_titles(part: pd.DataFrame) -> dict[str, str]:
+    """Method identifier → display name, for the rows of ``part``."""
+    return {m: display_name(row) for m, row in _first_rows(part).iterrows()}
+
+
+def _label(part: pd.DataFrame, column: str) -> pd.Series:
+    return part[column] if column in part else pd.Series("", index=part.index)
+
+
 def method_table(results: pd.DataFrame, experiment: str, dataset: str) -> pd.DataFrame:
-    """One row per method (in order of first appearance) with its fold summaries per metric."""
+    """One row per method (in order of first appearance) with its fold summaries per metric,
+    its paper row and its display name (``title``)."""
     part = results[(results["experiment"] == experiment) & (results["dataset"] == dataset)]
     rows = {}
     for (method, metric), values in part.groupby(["method", "metric"], sort=False)["value"]:
         rows.setdefault(method, {})[metric] = summarize(values.to_numpy())
     order = list(dict.fromkeys(part["method"]))
-    paper_rows = part.drop_duplicates("method").set_index("method")["paper_row"]
+    paper_rows = _first_rows(part)["paper_row"]
+    titles = method_titles(part)
     table = pd.DataFrame({m: rows[m] for m in order}).T
     table["paper_row"] = [paper_rows.get(m, "") for m in order]
+    table["title"] = [titles[m] for m in order]
     return table
 
 
@@ -165,7 +251,7 @@ def e1_table(results: pd.DataFrame, dataset: str = "lung") -> Table:
         ref = paper.TABLE_II.get(table.loc[method, "paper_row"], {})
         rows.append(
             [
-                method,
+                table.loc[method, "title"],
                 _metric_cell(table, method, "accuracy", True, 1),
                 _metric_cell(table, method, "mean_abs_diff", False, 3),
                 _metric_cell(table, method, "auc", False, 3),
@@ -185,7 +271,8 @@ def classification_table(
         header += ["Paper acc.", "Paper sens.", "Paper spec."]
     rows = []
     for method in table.index:
-        row = [method] + [_metric_cell(table, method, m, True, 1) for m in PERCENT_METRICS]
+        row = [table.loc[method, "title"]]
+        row += [_metric_cell(table, method, m, True, 1) for m in PERCENT_METRICS]
         row.append(_metric_cell(table, method, "auc", False, 3))
         if reference is not None:
             ref = reference.get(table.loc[method, "paper_row"], {})
@@ -204,7 +291,7 @@ def split_table(results: pd.DataFrame, by_patient: bool) -> Table:
         header += [f"{metric}, {names[0]}", f"{metric}, {names[1]}"]
     rows = []
     for method in other.index:
-        row = [method]
+        row = [other.loc[method, "title"]]
         for metric, percent, digits in (("accuracy", True, 1), ("mean_abs_diff", False, 3)):
             for table in (main, other):
                 known = method in table.index
@@ -276,6 +363,7 @@ def plot_roc(predictions, results, experiment, dataset, methods, path: Path, tit
         & (results["dataset"] == dataset)
         & (results["metric"] == "auc")
     ]
+    titles = method_titles(part) if len(part) else {}
     fig, ax = plt.subplots(figsize=(6, 5))
     for method in methods:
         rows = part[part["method"] == method].dropna(subset=["score"])
@@ -288,7 +376,7 @@ def plot_roc(predictions, results, experiment, dataset, methods, path: Path, tit
             continue
         fpr, tpr, _ = roc_curve(y, rows["score"].to_numpy())
         mean_auc = auc.loc[auc["method"] == method, "value"].mean()
-        ax.plot(fpr, tpr, label=f"{_short(method)} (AUC {mean_auc:.3f})")
+        ax.plot(fpr, tpr, label=f"{titles.get(method, method)} (AUC {mean_auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("1 − specificity")
     ax.set_ylabel("sensitivity")
@@ -325,7 +413,7 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
     specificity (fold means), one panel per dataset."""
     plt = _pyplot()
     part = results[results["experiment"] == "E3"]
-    part = part[~part["method"].str.contains(r"\[paper protocol", regex=True)]
+    part = part[_label(part, "naming") != "labels"]
     datasets = [d for d in datasets if (part["dataset"] == d).any()]
     if not datasets:
         return False
@@ -342,8 +430,9 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
         for i, metric in enumerate(PERCENT_METRICS):
             values = [100 * means.loc[m, metric] for m in layers]
             ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=metric)
-        tags = sorted({m[m.index(" (") :] for m in layers if " (" in m})
-        names = [m.split(" (")[0] for m in layers]
+        first = _first_rows(part[part["dataset"] == dataset])
+        tags = sorted({_weights_tag(w) for w in _label(first, "weights")} - {""})
+        names = [FEATURE_TITLES.get(first.loc[m].get("feature", ""), m) for m in layers]
         ax.set_xticks(x, names, fontsize=8)
         ax.set_ylabel("%")
         ax.set_ylim(0, 112)
@@ -353,10 +442,6 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
     _save(fig, path)
     plt.close(fig)
     return True
-
-
-def _short(method: str) -> str:
-    return method.split(" [paper protocol")[0].replace(" (proposed, ρ1=1, ρ2=10)", " (proposed)")
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -460,10 +545,11 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
                 "E1: predicted score as a benign/malignant test",
             )
             blocks.append(Image("figures/e1_roc.png", "E1 ROC curves (pooled test folds)"))
-            proposed = [m for m in e1_methods if "proposed" in m] or e1_methods[:1]
-            if plot_predicted_vs_true(
-                predictions, proposed[0], figures / "e1_scores.png", _short(proposed[0])
-            ):
+            e1_rows = _first_rows(results[results["experiment"] == "E1"])
+            proposed = [m for m in e1_methods if e1_rows.loc[m, "paper_row"] == "Proposed"]
+            proposed = proposed or e1_methods[:1]
+            title = display_name(e1_rows.loc[proposed[0]])
+            if plot_predicted_vs_true(predictions, proposed[0], figures / "e1_scores.png", title):
                 blocks.append(Image("figures/e1_scores.png", "E1 predicted vs true score"))
 
     if (results["experiment"] == "E1-other-split").any():
@@ -510,7 +596,10 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
                         ]
                     )
                 )
-                methods = [m for m in methods if "[paper protocol" not in m]
+                first = _first_rows(
+                    results[(results["experiment"] == experiment) & (results["dataset"] == dataset)]
+                )
+                methods = [m for m in methods if _label(first, "naming").get(m, "") != "labels"]
                 name = f"{experiment.lower()}_{dataset}_roc.png"
                 plot_roc(
                     predictions,

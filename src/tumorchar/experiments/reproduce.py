@@ -135,7 +135,6 @@ class Reproduction:
         self.counts: dict[str, dict[str, float]] = {}
         self.weights: dict[str, str] = {}
         self.stores: dict[str, object] = {}
-        self.sources: dict[str, str] = {}  # dataset → phantom | real | synthetic
         self._cohort: str | None = None
         self.on_step = _progress_printer(console)
 
@@ -143,6 +142,15 @@ class Reproduction:
 
     def key(self, stage_name: str) -> str:
         return self.runner.keys[stage_name]
+
+    def _log(self, experiment: str, dataset: str, key: str) -> ResultLog:
+        """A result log whose rows say where their cases come from."""
+        store = self.stores.get(dataset)
+        if store is None or not store.is_phantom:
+            source = "real"
+        else:
+            source = "phantom" if dataset == "lung" else "synthetic"
+        return ResultLog(experiment, dataset, key, data_source=source)
 
     def _experiment(self, name, inputs, settings, run) -> None:
         self.tables.append(self.runner.run(_experiment_stage(name, inputs, settings, run)))
@@ -296,10 +304,6 @@ class Reproduction:
         self.counts[dataset] = cases.counts()
         store = self.runner.values[patches]
         self.stores[dataset] = store
-        synthetic = dataset == "mri" and self.settings.mri == "synthetic"
-        self.sources[dataset] = (
-            "synthetic" if synthetic else ("phantom" if store.is_phantom else "real")
-        )
         return name
 
     # --- datasets -----------------------------------------------------------------------
@@ -405,7 +409,7 @@ class Reproduction:
 
         def run(values, key):
             data, features = features_of(values)
-            log = ResultLog("E1", "lung", key)
+            log = self._log("E1", "lung", key)
             return run_e1(data, features, values[cases_name].folds, log, methods, self.on_step)
 
         names = [m.name for m in methods]
@@ -421,7 +425,7 @@ class Reproduction:
         def run_other(values, key):
             data, features = features_of(values)
             folds = make_folds(data.labels, data.groups, other)
-            log = ResultLog("E1-other-split", "lung", key)
+            log = self._log("E1-other-split", "lung", key)
             return run_e1(data, features, folds, log, split_methods, self.on_step)
 
         settings = {"methods": [m.name for m in split_methods], "protocol": other.as_dict()}
@@ -435,7 +439,7 @@ class Reproduction:
         from tumorchar.experiments.reference import hu_statistics
 
         label = f"VGG16 fc7 ({self.weights.get('VGG16', 'random-init')})"
-        methods = two_d_methods(label)
+        methods = two_d_methods(label, self.weights.get("VGG16", "random-init"))
         inputs = (cases_name, patches, gist, deep)
 
         def run(values, key):
@@ -449,7 +453,7 @@ class Reproduction:
                 "hu_stats": hu_statistics(store.slices(ids), store.masks2d(ids)),
             }
             data = E1Data(np.array(ids), scores, cases.labels, cases.groups, psi)
-            log = ResultLog("E1", dataset, key)
+            log = self._log("E1", dataset, key)
             return run_e1(data, features, cases.folds, log, methods, self.on_step)
 
         settings = {"methods": [m.name for m in methods]}
@@ -464,7 +468,7 @@ class Reproduction:
         def run(values, key):
             cases: Cases = values[cases_name]
             data = reference_data(values[patches], case_ids=cases.case_ids)
-            log = ResultLog("reference", dataset, key)
+            log = self._log("reference", dataset, key)
             return run_reference(data, cases.folds, log, seed=self.settings.seed)
 
         self._experiment(
@@ -546,7 +550,7 @@ class Reproduction:
 
             def run2(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E2", dataset, key)
+                log = self._log("E2", dataset, key)
                 return run_e2(
                     data(values, True), _aligned(values[gist], ids), folds(values), log,
                     seed=s.seed, on_step=self.on_step, rf_trees=s.rf_trees,
@@ -559,7 +563,7 @@ class Reproduction:
 
             def run3(values, key):
                 ids = values[cases_name].case_ids
-                log = ResultLog("E3", dataset, key)
+                log = self._log("E3", dataset, key)
                 outputs = _aligned_outputs(values[vgg], ids)
                 return run_e3(
                     data(values, True), outputs, folds(values), log, vgg_label,
@@ -581,7 +585,7 @@ class Reproduction:
                 if vgg:
                     outputs = _aligned_outputs(values[vgg], ids)
                     features |= {k: outputs[k] for k in ("fc7_relu", "fc8_relu")}
-                log = ResultLog("E4", dataset, key)
+                log = self._log("E4", dataset, key)
                 return run_e4(
                     data(values, False), features, folds(values), log, oversample, s.seed,
                     tags, s.rf_trees, on_step=self.on_step,
@@ -609,23 +613,14 @@ class Reproduction:
             data_log.add_metrics(dataset, -1, counts)
         metric_frames = [t.metrics for t in self.tables]
         metric_frames += [data_log.metrics_frame(), self._stage_log(run_key).metrics_frame()]
-        results = self._with_source(combine(metric_frames, RESULT_COLUMNS))
-        write_parquet_atomic(results, s.out / "results.parquet")
+        write_parquet_atomic(combine(metric_frames, RESULT_COLUMNS), s.out / "results.parquet")
         predictions = combine([t.predictions for t in self.tables], PREDICTION_COLUMNS)
-        write_parquet_atomic(self._with_source(predictions), s.out / "predictions.parquet")
+        write_parquet_atomic(predictions, s.out / "predictions.parquet")
         record = _run_record(s, self.stores.get("lung"), self.stores.get("mri"), self.weights)
         record.update(_maxslice_record(self.stores.get("lung-maxslice")))
-        record["dataset_sources"] = dict(self.sources)
         write_json_atomic(s.out / "run.json", record)
         md_path, _ = build_report(s.out)
         return md_path
-
-    def _with_source(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The `data_source` column: phantom | real | synthetic per dataset ("" for the
-        run's own rows: stage times, dataset counts)."""
-        frame = frame.copy()
-        frame["data_source"] = frame["dataset"].map(self.sources).fillna("")
-        return frame
 
     def _stage_log(self, run_key: str) -> ResultLog:
         log = ResultLog("stage", "all", run_key)

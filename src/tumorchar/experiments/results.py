@@ -1,8 +1,11 @@
 """Fold-level results and per-case predictions of the experiments, and their Parquet files.
 
 `results.parquet` holds one row per (experiment, method, dataset, fold, metric); the report
-reads every number it prints from it. `predictions.parquet` holds the test-fold prediction of
-every case, from which the ROC curves and the predicted-vs-true score plot are drawn.
+reads every number it prints from it. ``method`` is the row's identifier; what the method is
+lives in structured columns (`LABEL_COLUMNS`: feature, estimator, cluster naming, network
+weights, variant, data source), from which the report builds display names when it renders.
+`predictions.parquet` holds the test-fold prediction of every case, from which the ROC curves
+and the predicted-vs-true score plot are drawn.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pandas as pd
 from tumorchar._io import write_parquet_atomic  # noqa: F401 (re-exported)
 from tumorchar.provenance import canonical_json, package_versions, short_digest
 
+#: What a result row's method is, as data (empty string where a label does not apply).
+LABEL_COLUMNS = ["feature", "estimator", "naming", "weights", "variant", "data_source"]
 RESULT_COLUMNS = [
     "experiment",
     "method",
@@ -25,6 +30,7 @@ RESULT_COLUMNS = [
     "settings_hash",
     "versions",
     "paper_row",
+    *LABEL_COLUMNS,
 ]
 PREDICTION_COLUMNS = [
     "experiment",
@@ -36,6 +42,7 @@ PREDICTION_COLUMNS = [
     "score",
     "prediction",
     "settings_hash",
+    *LABEL_COLUMNS,
 ]
 
 
@@ -49,20 +56,55 @@ def versions_json() -> str:
     return canonical_json(package_versions())
 
 
+@dataclass(frozen=True)
+class MethodLabels:
+    """What a method is: its feature (``gist``, ``c3d_finetuned``, ``fc7_relu`` ...), its
+    estimator (a model recipe or classifier name), how clusters were named (``label_free`` |
+    ``labels``), the network weights behind the feature (`tumorchar.vocab.Weights` values,
+    ``+finetuned`` appended after fine-tuning) and a variant (``adasyn``, ...)."""
+
+    feature: str = ""
+    estimator: str = ""
+    naming: str = ""
+    weights: str = ""
+    variant: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        return {
+            "feature": self.feature,
+            "estimator": self.estimator,
+            "naming": self.naming,
+            "weights": self.weights,
+            "variant": self.variant,
+        }
+
+
 @dataclass
 class ResultLog:
-    """Collects metric rows and test-fold predictions of one experiment run."""
+    """Collects metric rows and test-fold predictions of one experiment run.
+
+    ``data_source`` says where the cases come from (``phantom``, ``synthetic``, ``real``)."""
 
     experiment: str
     dataset: str
     settings_hash: str
     rows: list[dict] = field(default_factory=list)
     predictions: list[pd.DataFrame] = field(default_factory=list)
+    data_source: str = ""
+
+    def _labels(self, labels: MethodLabels | None) -> dict[str, str]:
+        return {**(labels or MethodLabels()).as_row(), "data_source": self.data_source}
 
     def add_metrics(
-        self, method: str, fold: int, metrics: dict[str, float], paper_row: str | None = None
+        self,
+        method: str,
+        fold: int,
+        metrics: dict[str, float],
+        paper_row: str | None = None,
+        labels: MethodLabels | None = None,
     ) -> None:
         """One row per metric; ``paper_row`` names the matching row of the paper's table."""
+        structured = self._labels(labels)
         for metric, value in metrics.items():
             self.rows.append(
                 {
@@ -74,10 +116,13 @@ class ResultLog:
                     "value": float(value),
                     "settings_hash": self.settings_hash,
                     "paper_row": paper_row or "",
+                    **structured,
                 }
             )
 
-    def add_predictions(self, method, fold, case_ids, y_true, score, prediction) -> None:
+    def add_predictions(
+        self, method, fold, case_ids, y_true, score, prediction, labels=None
+    ) -> None:
         n = len(case_ids)
         score = np.full(n, np.nan) if score is None else np.asarray(score, float)
         prediction = np.full(n, np.nan) if prediction is None else np.asarray(prediction, float)
@@ -92,16 +137,26 @@ class ResultLog:
                 "score": score,
                 "prediction": prediction,
                 "settings_hash": self.settings_hash,
+                **self._labels(labels),
             }
         )
         self.predictions.append(frame)
 
     def add_fold(
-        self, method, fold, metrics, paper_row, case_ids, y_true, score, prediction=None
+        self,
+        method,
+        fold,
+        metrics,
+        paper_row,
+        case_ids,
+        y_true,
+        score,
+        prediction=None,
+        labels: MethodLabels | None = None,
     ) -> None:
         """A method's test fold: its metric rows and its per-case predictions."""
-        self.add_metrics(method, fold, metrics, paper_row)
-        self.add_predictions(method, fold, case_ids, y_true, score, prediction)
+        self.add_metrics(method, fold, metrics, paper_row, labels)
+        self.add_predictions(method, fold, case_ids, y_true, score, prediction, labels)
 
     def metrics_frame(self) -> pd.DataFrame:
         columns = [c for c in RESULT_COLUMNS if c != "versions"]
@@ -116,7 +171,12 @@ class ResultLog:
 
 
 def combine(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Rows of ``frames`` with ``columns`` (a label column a frame lacks is left empty)."""
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[columns]
+    joined = pd.concat(frames, ignore_index=True).reindex(columns=columns)
+    for column in LABEL_COLUMNS:
+        if column in joined:
+            joined[column] = joined[column].fillna("").astype(str)
+    return joined
