@@ -653,9 +653,9 @@ def headline_tables(out_dir: str | os.PathLike) -> list[tuple[str, Table]]:
     for dataset in DATASETS:
         title = DATASET_TITLES[dataset]
         if _has(results, "E1", dataset):
-            tables.append(
-                (f"E1 (Table II): malignancy score regression, {title}", e1_table(results, dataset))
-            )
+            suffix = "" if dataset == "lung" else f", {title}"
+            e1 = e1_table(results, dataset)
+            tables.append((f"E1 (Table II): malignancy score regression{suffix}", e1))
         if _has(results, "E2", dataset):
             reference = paper.TABLE_III[paper_dataset(dataset)]
             tables.append(
