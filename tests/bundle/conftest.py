@@ -114,3 +114,25 @@ def unsupervised_bundle(phantom_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "unsupervised"
     options = {"n_restarts": 1, "n_init": 2}
     return train_unsupervised(phantom_store, out, n_folds=2, seed=0, classifier_options=options)
+
+
+@pytest.fixture(scope="session")
+def mri_setup(tmp_path_factory):
+    """A synthetic MRI store (8 cases, N4 + diffusion) and an unsupervised bundle on it:
+    (images folder, bundle folder)."""
+    from tumorchar.bundle.train import train_unsupervised
+    from tumorchar.data.mri import build_mri_store
+    from tumorchar.data.synthetic_mri import write_synthetic_mri
+
+    root = tmp_path_factory.mktemp("mri")
+    images = write_synthetic_mri(
+        root / "images", n_cases=8, shape=(8, 96, 96), roi="mask", ipmn_fraction=0.5
+    )
+    build_mri_store(
+        images, images / "rois.csv", images / "labels.csv", root / "store", show_progress=False
+    )
+    options = {"n_restarts": 1, "n_init": 2}
+    bundle = train_unsupervised(
+        root / "store", root / "model", n_folds=2, classifier_options=options
+    )
+    return images, bundle

@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 import tumorchar
 from tumorchar.bundle.format import BundleError
 from tumorchar.bundle.scan import ScanError
+from tumorchar.vocab import TASKS
 
 pytestmark = pytest.mark.slow  # trains two small bundles (~30 s of CPU) once per session
 
@@ -42,6 +43,11 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
         "fill_value": -1000.0,
     }
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
+    # the shipped model is the recipe E1's proposed row evaluates, and the manifest says so
+    recipe = manifest["settings"]["model_recipe"]
+    assert recipe["recipe"] == "graph-sparse-mtl" and recipe["uses_psi"] is True
+    assert recipe["params"] == {"rho1": 1.0, "rho2": 10.0}
+    assert mtl.tasks == list(TASKS)
     assert set(manifest["files"]) == {
         "manifest.json",
         "arrays.npz",

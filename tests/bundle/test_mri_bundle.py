@@ -10,26 +10,6 @@ from tumorchar.bundle.scan import ScanError
 pytestmark = pytest.mark.slow  # builds a small MRI store (N4 + diffusion) and trains
 
 
-@pytest.fixture(scope="module")
-def mri_setup(tmp_path_factory):
-    from tumorchar.bundle.train import train_unsupervised
-    from tumorchar.data.mri import build_mri_store
-    from tumorchar.data.synthetic_mri import write_synthetic_mri
-
-    root = tmp_path_factory.mktemp("mri")
-    images = write_synthetic_mri(
-        root / "images", n_cases=8, shape=(8, 96, 96), roi="mask", ipmn_fraction=0.5
-    )
-    build_mri_store(
-        images, images / "rois.csv", images / "labels.csv", root / "store", show_progress=False
-    )
-    options = {"n_restarts": 1, "n_init": 2}
-    bundle = train_unsupervised(
-        root / "store", root / "model", n_folds=2, classifier_options=options
-    )
-    return images, bundle
-
-
 def test_mri_bundle_says_normal_or_ipmn_for_a_mask_or_a_point(mri_setup):
     from tumorchar.data.io import read_image
 

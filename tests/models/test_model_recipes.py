@@ -21,7 +21,7 @@ def test_train_ships_exactly_e1s_proposed_recipe():
     X, Y, psi = _data()
     (proposed,) = [m for m in default_methods() if m.paper_row == "Proposed"]
     assert proposed.recipe is PROPOSED_MTL
-    evaluated = proposed.recipe.estimator(psi).fit(X, Y)  # as run_e1 fits a training fold
+    evaluated = proposed.recipe.fit(X, Y, psi=psi)  # as run_e1 fits a training fold
     shipped = train.fit_final_mtl(
         PROPOSED_MTL.with_params(rho1=train.MTL_DEFAULTS["rho1"], rho2=train.MTL_DEFAULTS["rho2"]),
         X,

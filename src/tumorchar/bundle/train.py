@@ -128,28 +128,23 @@ def _training_data(store, rows) -> dict[str, Any]:
 
 
 def _folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int):
-    """Patient-grouped, label-stratified folds; fewer when the data cannot fill them."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Patient-grouped, label-stratified folds (`protocol.make_folds`); fewer when the data
+    cannot fill them."""
+    from tumorchar.experiments.protocol import Protocol, make_folds
 
     n_positive_groups = len(np.unique(groups[labels == 1]))
     n_negative_groups = len(np.unique(groups[labels == 0]))
     n_splits = min(n_folds, n_positive_groups, n_negative_groups)
     if n_splits < 2:
         raise TrainingError("too few patients per class for an internal cross-validation")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(labels)), labels, groups))
+    folds = make_folds(labels, groups, Protocol(n_splits=n_splits, by_patient=True, seed=seed))
+    return [(fold.train, fold.test) for fold in folds]
 
 
 def _binary_metrics(labels: np.ndarray, predicted: np.ndarray, score: np.ndarray):
-    from sklearn.metrics import roc_auc_score
+    from tumorchar.experiments.protocol import classification_metrics
 
-    positives, negatives = labels == 1, labels == 0
-    return {
-        "accuracy": float(np.mean(predicted == labels)),
-        "sensitivity": float(np.mean(predicted[positives] == 1)),
-        "specificity": float(np.mean(predicted[negatives] == 0)),
-        "auc": float(roc_auc_score(labels, score)),
-    }
+    return classification_metrics(labels, predicted, score)
 
 
 def _write(out, manifest, estimators: dict[str, Any], network=None, overwrite=False) -> Path:
@@ -350,23 +345,17 @@ def _mtl_metrics(scores, predicted, labels, calibration, tasks) -> dict[str, Any
 
 
 def naming_scores(store, rows) -> np.ndarray:
-    """Label-free prior that names the malignant (IPMN) cluster, one value per case, as the
-    stage contract prescribes (`tumorchar.models.unsupervised.size_density_score` on the
-    middle slices and their masks): lung nodules, equivalent diameter × (mean intensity in
-    the mask − slice minimum); MRI, the ROI's mean T2 intensity above its darkest pixel.
-    A missing diameter is computed from the 3D mask, d = (6 V / π)^(1/3)."""
-    from tumorchar.models.unsupervised import size_density_score
+    """The label-free naming prior of `tumorchar.experiments.cases.naming_scores` (the one
+    E2 / E3 use) for the training rows."""
+    from tumorchar.experiments.cases import naming_scores as prior
 
-    ids = rows["case_id"].tolist()
-    slices, masks = store.slices(ids), store.masks2d(ids)
-    if store_modality(store) == "mri":
-        return size_density_score(slices, masks)
-    diameters = rows["equivalent_diameter_mm"].to_numpy(float).copy()
-    spacing = float(store.settings["geometry"]["spacing_mm"])
-    for i in np.flatnonzero(~np.isfinite(diameters)):
-        volume_mm3 = store.load(ids[i]).mask.sum() * spacing**3
-        diameters[i] = (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
-    return size_density_score(slices, masks, diameters)
+    return prior(store, rows["case_id"].tolist(), with_size=store_modality(store) == "ct")
+
+
+def _prior_doc() -> str:
+    from tumorchar.experiments.cases import naming_scores as prior
+
+    return prior.__doc__ or ""
 
 
 def train_unsupervised(
@@ -425,7 +414,7 @@ def train_unsupervised(
             "gist": GIST_SETTINGS,
             "classifier": final.get_params(),
             "model_recipe": recipe.describe(),
-            "cluster_naming": "label-free: " + " ".join(naming_scores.__doc__.split()),
+            "cluster_naming": "label-free: " + " ".join(_prior_doc().split()),
             "cv_folds_requested": n_folds,
         },
         "pipeline": {

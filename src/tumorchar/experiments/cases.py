@@ -85,21 +85,27 @@ def scores_and_psi(cases: Cases) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def naming_scores(store, case_ids, with_size: bool) -> np.ndarray:
-    """Label-free cluster-naming prior (`size_density_score`, docs/architecture.md) on the
-    central slices and their masks: lung nodules, equivalent diameter × density; MRI, the
-    T2 brightness of the ROI (IPMN cysts hold fluid)."""
+    """Label-free cluster-naming prior (`size_density_score`) on the central slices and
+    their masks: lung nodules, equivalent diameter × (mean intensity in the mask − slice
+    minimum), larger denser nodules being more often malignant; MRI, the ROI's mean T2
+    intensity above its darkest pixel (IPMN cysts hold fluid). A missing diameter is computed
+    from the 3D mask, d = (6 V / π)^(1/3); an empty central mask falls back to the slice."""
     from tumorchar.models.unsupervised import size_density_score
 
+    case_ids = list(case_ids)
     scores = np.empty(len(case_ids))
     size = None
     if with_size:
         size = store.index.set_index("case_id").loc[case_ids, "equivalent_diameter_mm"]
-        size = size.to_numpy(float)
+        size = size.to_numpy(float).copy()
     for i, case_id in enumerate(case_ids):
         patch = store.load(case_id)
         image, mask = np.asarray(patch.slice2d), np.asarray(patch.mask2d)
-        if not mask.any():  # an empty central mask: fall back to the whole slice
+        if not mask.any():
             mask = np.ones_like(mask)
+        if size is not None and not np.isfinite(size[i]):
+            spacing = float(store.settings["geometry"]["spacing_mm"])
+            size[i] = (6.0 * patch.mask.sum() * spacing**3 / np.pi) ** (1.0 / 3.0)
         one_size = None if size is None else size[i : i + 1]
         scores[i] = size_density_score(image[None], mask[None], one_size)[0]
     return scores

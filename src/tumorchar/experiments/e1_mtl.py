@@ -199,16 +199,15 @@ def run_e1(
                 splits[method.feature] = split_features(features[method.feature], fold)
             X_train, X_test = splits[method.feature]
             psi_train = None if data.psi is None else data.psi[fold.train]
-            model = method.recipe.estimator(psi_train)
             with warnings.catch_warnings():
                 # the weakest penalties of the inner-CV Lasso path on correlated features may
                 # stop short of the tolerance; those points are rarely the ones selected
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 if method.multitask:
-                    model.fit(X_train, data.scores[fold.train])
+                    model = method.recipe.fit(X_train, data.scores[fold.train], psi=psi_train)
                     predicted = np.asarray(model.predict(X_test))[:, 0]
                 else:
-                    model.fit(X_train, malignancy[fold.train])
+                    model = method.recipe.fit(X_train, malignancy[fold.train], psi=psi_train)
                     predicted = np.asarray(model.predict(X_test)).ravel()
             metrics = regression_metrics(malignancy[fold.test], predicted, data.labels[fold.test])
             log.add_fold(

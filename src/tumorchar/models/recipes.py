@@ -39,8 +39,21 @@ class ModelRecipe:
 
     def fit(self, X, y, psi: np.ndarray | None = None):
         """Fit on ``X`` and ``y`` ((n, 7) scores for multi-task recipes, else (n,));
-        ``psi`` are the training rows' Eq. 5 values (used by ``uses_psi`` recipes only)."""
-        return self.estimator(psi).fit(X, y)
+        ``psi`` are the training rows' Eq. 5 values (used by ``uses_psi`` recipes only).
+        E1's folds and `tumorchar train` both fit through here."""
+        estimator = self.estimator(psi)
+        return estimator.fit(X, y, **self._fit_params(estimator, psi))
+
+    def _fit_params(self, estimator, psi) -> dict[str, Any]:
+        """Ψ as a fit parameter, for an MTL whose ``fit`` takes it (per-sample data belong
+        to ``fit``); an MTL that takes Ψ in its constructor got it in `build`."""
+        if not self.uses_psi or psi is None:
+            return {}
+        steps = getattr(estimator, "steps", None)
+        final = steps[-1][1] if steps else estimator
+        if "psi" in final.get_params():
+            return {}
+        return {f"{steps[-1][0]}__psi": psi} if steps else {"psi": psi}
 
     def with_params(self, **params) -> ModelRecipe:
         """The same recipe with other hyper-parameters (ρ1, ρ2, ...)."""
@@ -84,11 +97,10 @@ def _graph_sparse_mtl(psi_train=None, rho1=1.0, rho2=10.0):
     loss weighted by the training cases' Ψ (Eq. 5) when given."""
     from tumorchar.models import GraphSparseMTL
 
-    return _scaled(
-        GraphSparseMTL(
-            rho1=rho1, rho2=rho2, graph="auto", psi=psi_train, fit_intercept=True, tol=MTL_TOL
-        )
-    )
+    mtl = GraphSparseMTL(rho1=rho1, rho2=rho2, graph="auto", fit_intercept=True, tol=MTL_TOL)
+    if "psi" in mtl.get_params():  # Ψ as a constructor parameter (else `fit` takes it)
+        mtl.set_params(psi=psi_train)
+    return _scaled(mtl)
 
 
 def _trace_norm_mtl(_psi=None, rho=10.0):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from tumorchar.bundle.characterizer import Characterization
 from tumorchar.bundle.outputs.algorithm import Algorithm
@@ -63,9 +63,16 @@ def center_xyz(center_kji) -> tuple[float, float, float]:
     return (ORIGIN_XYZ[0] + i * dx, ORIGIN_XYZ[1] + j * dy, ORIGIN_XYZ[2] + k * dz)
 
 
-def write_series(folder: Path, volume_hu: np.ndarray, shuffle_seed: int = 1) -> dict:
-    """Write `volume_hu` (z, y, x) as a CT series (files in shuffled order); returns the
-    study / series / frame-of-reference UIDs and the SOP instance UID of each slice k."""
+def write_series(
+    folder: Path,
+    volume_hu: np.ndarray,
+    shuffle_seed: int = 1,
+    modality: str = "CT",
+    spacing_zyx=SPACING_ZYX,
+    origin_xyz=ORIGIN_XYZ,
+) -> dict:
+    """Write `volume_hu` (z, y, x) as a CT (HU) or MR series (files in shuffled order);
+    returns the study / series / frame-of-reference UIDs and each slice k's SOP instance UID."""
     folder.mkdir(parents=True, exist_ok=True)
     uids = {
         "study": generate_uid(),
@@ -75,25 +82,26 @@ def write_series(folder: Path, volume_hu: np.ndarray, shuffle_seed: int = 1) -> 
     }
     order = np.random.default_rng(shuffle_seed).permutation(volume_hu.shape[0])
     for n, k in enumerate(order):
-        ds = _slice(volume_hu[k], int(k), uids)
+        ds = _slice(volume_hu[k], int(k), uids, modality, spacing_zyx, origin_xyz)
         ds.save_as(folder / f"file{n:03d}.dcm", enforce_file_format=True)
     (folder / "readme.txt").write_text("not DICOM\n")
     return uids
 
 
-def _slice(hu: np.ndarray, k: int, uids: dict) -> Dataset:
+def _slice(hu: np.ndarray, k: int, uids: dict, modality, spacing_zyx, origin_xyz) -> Dataset:
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = uids["instances"][k]
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = uids["instances"][k]
     ds.StudyInstanceUID = uids["study"]
     ds.SeriesInstanceUID = uids["series"]
     ds.FrameOfReferenceUID = uids["frame_of_reference"]
-    ds.Modality = "CT"
+    ds.Modality = modality
     ds.Manufacturer = "SyntheticScanner"
     ds.SeriesNumber = 3
     ds.InstanceNumber = k + 1
@@ -101,9 +109,9 @@ def _slice(hu: np.ndarray, k: int, uids: dict) -> Dataset:
     ds.ContentDate, ds.ContentTime = ALLOWED["StudyDate"], ALLOWED["StudyTime"]
     for keyword, value in {**IDENTITY, **ALLOWED}.items():
         setattr(ds, keyword, value)
-    dz, dy, dx = SPACING_ZYX
+    dz, dy, dx = spacing_zyx
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [ORIGIN_XYZ[0], ORIGIN_XYZ[1], ORIGIN_XYZ[2] + k * dz]
+    ds.ImagePositionPatient = [origin_xyz[0], origin_xyz[1], origin_xyz[2] + k * dz]
     ds.PixelSpacing = [dy, dx]
     ds.SliceThickness = dz
     ds.PositionReferenceIndicator = ""
@@ -111,10 +119,13 @@ def _slice(hu: np.ndarray, k: int, uids: dict) -> Dataset:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.KVP = 120
-    ds.PixelData = np.round(hu + 1024).astype(np.int16).tobytes()
+    if modality == "CT":
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.KVP = 120
+        ds.PixelData = np.round(hu + 1024).astype(np.int16).tobytes()
+    else:  # magnitude MR: stored values are the intensities
+        ds.PixelData = np.round(np.clip(hu, 0, 32767)).astype(np.int16).tobytes()
     return ds
 
 

@@ -98,3 +98,79 @@ def test_dicom_outputs_need_a_dicom_scan(mtl_bundle, dicom_series, tmp_path):
         model, nifti, OutputRequest(heatmap=tmp_path / "h.nrrd"), at=center, modality="ct"
     )
     assert out.written["heatmap"].is_file() and not (tmp_path / "sr.dcm").exists()
+
+
+@pytest.fixture(scope="module")
+def mri_dicom(mri_setup, tmp_path_factory):
+    """A synthetic MRI case written as a DICOM MR series, with its ROI mask (z, y, x)."""
+    from output_builders import write_series
+
+    from tumorchar.data.io import read_image
+
+    images, bundle = mri_setup
+    volume = read_image(images / "SYNMRI-0008.nii.gz")
+    roi = read_image(images / "SYNMRI-0008_roi.nii.gz").array > 0
+    folder = tmp_path_factory.mktemp("mr") / "series"
+    uids = write_series(
+        folder, volume.array, modality="MR", spacing_zyx=volume.spacing, origin_xyz=volume.origin
+    )
+    return folder, uids, roi, bundle
+
+
+@pytest.mark.parametrize("region", ["mask", "point"])
+def test_mri_bundle_outputs(mri_dicom, tmp_path, region):
+    folder, uids, roi, bundle = mri_dicom
+    model = tumorchar.load_model(bundle)
+    where = {"mask": roi}
+    if region == "point":
+        k = int(np.flatnonzero(roi.any(axis=(1, 2))).mean())
+        j, i = np.argwhere(roi[k]).mean(axis=0)
+        where = {"at": (i, j, k), "units": "voxel"}
+    out = predict_with_outputs(model, folder, _request(tmp_path), **where)
+    sr = hd.sr.srread(out.written["dicom_sr"])
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    assert group.finding_type == codes.SCT.Cyst
+    (evaluation,) = group.get_qualitative_evaluations(name=codes.SCT.Classification)
+    assert evaluation.value.meaning in ("Normal", "Intraductal papillary mucinous neoplasm")
+    seg = hd.seg.segread(out.written["dicom_seg"])
+    assert seg.get_segment_description(1).segmented_property_type == codes.SCT.Cyst
+    pixels = seg.get_pixels_by_source_instance(uids["instances"], segment_numbers=[1])
+    segment = pixels[..., 0].astype(bool)
+    if region == "mask":
+        np.testing.assert_array_equal(segment, roi)
+    else:  # the square ROI on the point's slice that the model analysed
+        assert segment.any(axis=(1, 2)).sum() == 1 and segment[k].sum() > 0
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out.written["heatmap"])))
+    assert heat.shape == roi.shape and np.isclose(heat.max(), 1.0)
+    # GIST sees the ROI stack's middle slice: the occlusion map lies on one slice the ROI has
+    (hot,) = np.flatnonzero(heat.any(axis=(1, 2)))
+    assert segment[hot].any()
+    assert "occlusion" in out.written["html"].read_text()
+    for path in out.written.values():
+        data = path.read_bytes()
+        assert not [k for k, v in IDENTITY.items() if v.encode() in data], path.name
+
+
+def test_grad_cam_explains_the_bundles_own_malignancy_score(mtl_bundle, dicom_series):
+    """The differentiable head is the bundle's score: same value as its estimators give."""
+    import torch
+
+    from tumorchar.bundle.outputs.heatmap import malignancy_head
+    from tumorchar.features.c3d import prepare_clips
+
+    folder, _, _, _, center = dicom_series
+    model = tumorchar.load_model(mtl_bundle)
+    patch = model.region(read_scan(folder), at=center)
+    est = model._estimators
+    features = model._extractor.features(patch)
+    expected = est["mtl"].predict(est["scaler"].transform(features))[0, 0]
+    window = model._extractor.settings.get("intensity_window")
+    clip = prepare_clips(
+        patch.volume[None],
+        model._extractor.network.preset,
+        tuple(window) if window is not None else None,
+    )
+    with torch.no_grad():
+        score = float(malignancy_head(model)(clip)[0])
+    assert model.tasks[0] == "malignancy"
+    assert score == pytest.approx(float(expected), rel=1e-4, abs=1e-4)

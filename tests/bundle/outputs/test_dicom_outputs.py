@@ -106,6 +106,17 @@ def test_sr_measurements_codes_and_references(dicom_series, written, result):
     }
     assert {(uids["series"], uid) for uid in uids["instances"]} <= evidence
     assert (seg_info.series_instance_uid, seg_info.sop_instance_uid) in evidence
+    # the image library names the key image: the source slice through the finding's centre
+    (library,) = [
+        i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"
+    ]
+    images = [
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for group in library.ContentSequence
+        for item in group.ContentSequence
+        if item.ValueType == "IMAGE"
+    ]
+    assert images == [uids["instances"][8]]  # centre z = 56 mm = slice 8 (40 mm + 8 · 2 mm)
 
 
 def test_sr_names_the_algorithm_and_the_phantom(written):

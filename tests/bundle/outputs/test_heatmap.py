@@ -78,6 +78,7 @@ def _patch(volume) -> RegionPatch:
     return RegionPatch(volume, volume[N // 2], (0.0, 0.0, 0.0), 0.0, axes_mm=axes)
 
 
+@pytest.mark.slow  # fine-tunes a small C3D (~20 s of CPU, once per module)
 @pytest.mark.parametrize(
     "at_bright, at_decoy",
     [((8, 8, 8.5), (16, 16, 15.5)), ((16, 16, 15.5), (8, 8, 8.5)), ((8, 16, 9), (16, 8, 15))],
@@ -95,6 +96,7 @@ def test_grad_cam_peaks_on_the_blob_that_carries_the_label(trained_head, at_brig
     assert np.linalg.norm(peak - at_bright) < np.linalg.norm(peak - at_decoy)
 
 
+@pytest.mark.slow
 def test_cam_layer_is_the_last_convolution_with_enough_positions(trained_head):
     clip = torch.zeros((1, 3, 16, 32, 32))
     assert cam_layer(trained_head, clip) == "network.conv4b"
@@ -143,6 +145,7 @@ def _disc_image(rng, striped: bool, at_label, at_decoy) -> np.ndarray:
     return image.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_occlusion_of_a_gist_classifier_peaks_on_the_disc_that_carries_the_label():
     """GIST + a linear classifier (what an unsupervised bundle scores with); ~10 s of CPU."""
     from sklearn.linear_model import LogisticRegression

@@ -76,8 +76,18 @@ class Heatmap:
             axes_in, values = _thicken(axes_in, self.values, volume.spacing)
         else:
             values = self.values
-        mapped, _ = resample_on_axes(values, axes_in, volume.axes_mm(), fill=0.0)
-        return _unit_max(mapped)
+        # only the scan voxels the patch spans are interpolated; the rest of the scan stays 0
+        box = []
+        for coords_in, coords_out in zip(axes_in, volume.axes_mm(), strict=True):
+            inside = np.flatnonzero((coords_out >= coords_in[0]) & (coords_out <= coords_in[-1]))
+            if inside.size == 0:
+                return np.zeros(volume.array.shape, np.float32)
+            box.append(slice(int(inside[0]), int(inside[-1]) + 1))
+        axes_out = tuple(c[b] for c, b in zip(volume.axes_mm(), box, strict=True))
+        inside, _ = resample_on_axes(values, axes_in, axes_out, fill=0.0)
+        mapped = np.zeros(volume.array.shape, np.float32)
+        mapped[tuple(box)] = _unit_max(inside)
+        return mapped
 
 
 def grad_cam(

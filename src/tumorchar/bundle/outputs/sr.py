@@ -12,10 +12,10 @@ probability-like score (DCM 122157 Probability, no units); and the algorithm ide
 training data and, for a phantom-trained model, the warning, which the series description
 repeats).
 
-The document references the source series (image library entries for every source
-instance, evidence, the SEG) and is built from the source stand-ins (`outputs.source`), so
-only the allow-listed patient / study attributes are copied. It is complete but neither
-final nor verified: no person has read it.
+The document references the source series (every source instance and the SEG in the
+evidence, the slice through each finding's centre in the image library) and is built from
+the source stand-ins (`outputs.source`), so only the allow-listed patient / study attributes
+are copied. It is complete but neither final nor verified: no person has read it.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def write_sr(
         observation_context=_observation_context(algorithm),
         procedure_reported=_procedure(algorithm.modality),
         imaging_measurements=groups,
-        referenced_images=list(source),
+        referenced_images=_key_slices(source, findings),
     )
     evidence = list(source)
     if seg is not None:
@@ -197,6 +197,26 @@ def _measurement_group(number, finding: Finding, source, algorithm: Algorithm, s
         ],
         **region,
     )
+
+
+def _key_slices(source, findings: Sequence[Finding]) -> list:
+    """The source slice nearest each finding's centre, once each: the image library lists
+    these key images only (every source instance is in the evidence; a library entry per
+    slice of a 200-slice series costs seconds and about 1 MB)."""
+    import numpy as np
+
+    orientation = np.asarray(source[0].ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array(
+        [np.dot(np.asarray(ds.ImagePositionPatient, float), normal) for ds in source]
+    )
+    picked = []
+    for finding in findings:
+        depth = float(np.dot(np.asarray(finding.result.region["center_mm"], float), normal))
+        index = int(np.argmin(np.abs(positions - depth)))
+        if index not in picked:
+            picked.append(index)
+    return [source[i] for i in picked]
 
 
 def _algorithm_id(algorithm: Algorithm):
