@@ -42,6 +42,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as error:  # full disk, read-only folder, a folder at `path`...
+        tmp.unlink(missing_ok=True)
+        if str(tmp) in (str(error.filename), str(error.filename2)):
+            # name what the user asked to write, not the temporary
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -8,6 +8,7 @@ from tumorchar.data import patches as patches_module
 from tumorchar.data.patches import (
     INDEX_COLUMNS,
     CaseArrays,
+    IncompleteStoreError,
     PatchStore,
     PatchStoreWriter,
     StoreMismatchError,
@@ -120,7 +121,10 @@ def test_crash_while_writing_leaves_no_half_written_file(tmp_path, monkeypatch):
     monkeypatch.setattr(patches_module.np.lib.format, "write_array", real_write)
     assert not (tmp_path / "arrays" / "c2.npz").exists()
     assert not list(tmp_path.rglob("*tmp*"))
-    assert PatchStore(tmp_path).case_ids == ["c1"]  # the index keeps what was finished
+    with pytest.raises(IncompleteStoreError, match="its build was interrupted; 1 case"):
+        PatchStore(tmp_path)
+    # the index keeps what was finished
+    assert PatchStore(tmp_path, allow_incomplete=True).case_ids == ["c1"]
     report = build(tmp_path)
     assert report.skipped == ["c1"] and report.written == ["c2", "c3"]
     np.testing.assert_array_equal(PatchStore(tmp_path).load("c2").mask, make_case("c2").mask)

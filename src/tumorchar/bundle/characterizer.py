@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,42 @@ class Characterizer:
     def __repr__(self) -> str:
         return f"Characterizer(kind={self.kind!r}, modality={self.modality!r}, path={self.folder})"
 
+    def self_check(self) -> None:
+        """Run the fitted model once on a zero feature row: a bundle whose stored arrays do
+        not fit together (shapes, missing attributes) fails here, at load, as a BundleError."""
+        try:
+            n_features = self._n_features()
+            patch_features = np.zeros((1, n_features))
+            if self.kind == "mtl":
+                scores = self._estimators["mtl"].predict(
+                    self._estimators["scaler"].transform(patch_features)
+                )
+                if np.shape(scores) != (1, len(self.tasks)):
+                    raise ValueError(f"{np.shape(scores)} scores for {len(self.tasks)} tasks")
+                self._estimators["calibration"].predict_proba([[3.0]])
+                width = self._extractor.network.preset.fc_dim
+                if width != n_features:
+                    raise ValueError(f"the network gives {width} features, the model takes "
+                                     f"{n_features}")  # fmt: skip
+            else:
+                self._estimators["classifier"].decision_function(patch_features)
+        except BundleError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any inconsistency of the stored model
+            raise BundleError(
+                f"model bundle {self.folder}: the stored model cannot predict "
+                f"({type(error).__name__}: {str(error)[:200]})"
+            ) from None
+
+    def _n_features(self) -> int:
+        first = self._estimators["scaler" if self.kind == "mtl" else "classifier"]
+        n = getattr(first, "n_features_in_", None)
+        if n is None:
+            n = getattr(getattr(first, "scaler_", None), "n_features_in_", None)
+        if not isinstance(n, int | np.integer) or n < 1:
+            raise BundleError(f"model bundle {self.folder}: the stored model has no input size")
+        return int(n)
+
     @property
     def provenance(self) -> dict[str, Any]:
         """Where the model comes from: versions, training data, settings digest."""
@@ -105,31 +142,38 @@ class Characterizer:
         units: str = "mm",
         case_id: str | None = None,
         modality: str | None = None,
+        component: str | int | None = None,
     ) -> Characterization:
         """Characterize the region of `scan` around the point `at` or inside `mask`.
 
         `scan` is a path (DICOM series folder or file, NIfTI, NRRD), a
         `tumorchar.data.io.Volume` or a SimpleITK image; `at` is ``(x, y, z)`` in `units` (``"mm"``:
         world coordinates; ``"voxel"``: column, row, slice index); `mask` an array, image or
-        file on the scan's grid whose centroid is used. `modality` overrides the scan's.
+        file on the scan's grid whose centroid is used; a mask of several separate regions
+        needs `component` (``"largest"`` or a label value, see `scan.mask_array`).
+        `modality` overrides the scan's.
         """
         scan = scans.as_scan(scan, case_id=case_id, modality=modality)
         self.check_modality(scan)
-        return self.predict_patch(self.region(scan, at=at, mask=mask, units=units), scan.case_id)
+        region = self.region(scan, at=at, mask=mask, units=units, component=component)
+        return self.predict_patch(region, scan.case_id)
 
-    def region(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> RegionPatch:
+    def region(
+        self, scan: scans.Scan, at=None, mask=None, units: str = "mm", component=None
+    ) -> RegionPatch:
         """The region of `scan` cut as the training cases were (see `tumorchar.bundle.region`)."""
         if (at is None) == (mask is None):
             raise scans.ScanError(f"case {scan.case_id}: give exactly one of a point or a mask")
         settings = self.region_settings
         if isinstance(settings, MRIRegionSettings):
             if mask is not None:
-                roi = scans.mask_array(scan, mask)
+                roi = scans.mask_array(scan, mask, component)
             else:
                 center = self.locate(scan, at=at, units=units)
                 roi = point_roi(scan, center, settings.roi_extent_mm)
             return extract_mri_region(scan, roi, settings)
-        return extract_patch(scan, self.locate(scan, at=at, mask=mask, units=units), settings)
+        center = self.locate(scan, at=at, mask=mask, units=units, component=component)
+        return extract_patch(scan, center, settings)
 
     def check_modality(self, scan: scans.Scan) -> None:
         found = scans.infer_modality(scan)
@@ -141,10 +185,12 @@ class Characterizer:
                 "explicitly if the guess is wrong)"
             )
 
-    def locate(self, scan: scans.Scan, at=None, mask=None, units: str = "mm") -> np.ndarray:
+    def locate(
+        self, scan: scans.Scan, at=None, mask=None, units: str = "mm", component=None
+    ) -> np.ndarray:
         """World coordinates (x, y, z) of the region's centre."""
         if mask is not None:
-            return scans.mask_center(scan, mask)
+            return scans.mask_center(scan, mask, component)
         return scans.locate_point(scan, at, units)
 
     def predict_patch(self, patch: RegionPatch, case_id: str) -> Characterization:
@@ -207,10 +253,54 @@ class Characterizer:
         )
 
 
+# what each kind of bundle must hold in estimators.json, and the method used of each
+_ESTIMATORS = {
+    "mtl": {"scaler": "transform", "mtl": "predict", "calibration": "predict_proba"},
+    "unsupervised": {"classifier": "decision_function"},
+}
+
+
 def _load_estimators(contents: BundleContents) -> dict[str, Any]:
-    tree = json.loads(contents.path(ESTIMATORS_FILE).read_text())
-    with np.load(contents.path(ARRAYS_FILE), allow_pickle=False) as arrays:
-        return estimators_from_state(tree, {name: arrays[name] for name in arrays.files})
+    """The fitted estimators; a malformed file is a BundleError naming it."""
+    folder = contents.folder
+    try:
+        tree = json.loads(contents.path(ESTIMATORS_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BundleError(f"model bundle {folder}: {ESTIMATORS_FILE} is not valid JSON") from None
+    if not isinstance(tree, dict):
+        raise BundleError(f"model bundle {folder}: {ESTIMATORS_FILE} is not a JSON object")
+    try:
+        with np.load(contents.path(ARRAYS_FILE), allow_pickle=False) as arrays:
+            stored = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise BundleError(
+            f"model bundle {folder}: {ARRAYS_FILE} is not a readable array archive "
+            f"({type(error).__name__})"
+        ) from None
+    try:
+        estimators = estimators_from_state(tree, stored)
+    except BundleError as error:
+        raise BundleError(f"model bundle {folder}: {ESTIMATORS_FILE}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - any malformed entry of the file
+        raise BundleError(
+            f"model bundle {folder}: {ESTIMATORS_FILE} has a malformed entry "
+            f"({type(error).__name__}: {str(error)[:200]})"
+        ) from None
+    kind = contents.manifest["kind"]
+    for name, method in _ESTIMATORS[kind].items():
+        if not hasattr(estimators.get(name), method):
+            raise BundleError(
+                f"model bundle {folder}: {ESTIMATORS_FILE} lacks the fitted '{name}' "
+                f"(an object with {method})"
+            )
+    if kind == "unsupervised":
+        scale = estimators.get("margin_scale")
+        if not isinstance(scale, int | float) or not np.isfinite(scale) or scale <= 0:
+            raise BundleError(
+                f"model bundle {folder}: {ESTIMATORS_FILE} field 'margin_scale' must be a "
+                "finite positive number"
+            )
+    return estimators
 
 
 def _load_extractor(contents: BundleContents):
@@ -225,10 +315,16 @@ def load_model(path: str | os.PathLike) -> Characterizer:
     Raises `BundleError` when the folder is not a bundle, comes from an incompatible format
     version, or has a missing or altered file.
     """
+    from tumorchar.bundle.schema import check_model_manifest
+
     contents = read_bundle(Path(path))
-    missing = {ESTIMATORS_FILE, ARRAYS_FILE} - set(contents.manifest["files"])
+    check_model_manifest(contents.manifest, contents.folder)
+    required = {ESTIMATORS_FILE, ARRAYS_FILE}
+    if contents.manifest["kind"] == "mtl":
+        required.add(NETWORK_FILE)
+    missing = required - set(contents.manifest["files"])
     if missing:
         raise BundleError(f"model bundle {path} lacks {sorted(missing)}")
-    if contents.manifest.get("kind") not in ("mtl", "unsupervised"):
-        raise BundleError(f"model bundle {path}: unknown kind {contents.manifest.get('kind')!r}")
-    return Characterizer(contents)
+    model = Characterizer(contents)
+    model.self_check()
+    return model

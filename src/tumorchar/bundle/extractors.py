@@ -74,8 +74,8 @@ def _load_c3d(contents: BundleContents):
 
     try:
         return load_checkpoint(contents.path(NETWORK_FILE))
-    except (ValueError, RuntimeError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - safetensors, JSON metadata, torch: any malformation
         raise BundleError(
-            f"model bundle {contents.folder}: the stored network cannot be rebuilt by this "
-            f"tumorchar version ({error})"
-        ) from error
+            f"model bundle {contents.folder}: {NETWORK_FILE}: the stored network cannot be "
+            f"rebuilt by this tumorchar version ({type(error).__name__}: {str(error)[:200]})"
+        ) from None

@@ -10,14 +10,20 @@ Layout (format version 1)::
 
 `write_bundle` builds the folder under a temporary name beside the target and renames it
 into place, so a reader never sees a half-written bundle. `read_bundle` checks the format
-name and version, the manifest's own digest and every file's size and sha256 before
-anything is parsed; a bundle that fails any check is refused with `BundleError`.
+name and version, the manifest's own digest, the file table and every file's size and
+sha256 before anything is parsed; a bundle that fails any check is refused with `BundleError`.
+
+The digests detect accidental damage (a truncated copy, a changed byte), not deliberate
+tampering: whoever edits a bundle can recompute them. So readers also check every manifest
+field they use (`tumorchar.bundle.schema`) and every stored file's structure; a signed
+bundle is future work.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -74,7 +80,15 @@ def write_bundle(
     is given. The manifest gets the format name and version, a `files` table (bytes and
     sha256 of every data file) and its own digest. The folder appears complete or not at all.
     """
+    from tumorchar.lock import FolderLock
+
     folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock.beside(folder):  # one writer: a second run into the same bundle refuses
+        return _write_bundle(folder, manifest, writers, overwrite)
+
+
+def _write_bundle(folder: Path, manifest, writers, overwrite: bool) -> Path:
     if folder.exists() and not overwrite:
         raise BundleError(f"{folder} already exists; choose another folder or allow overwrite")
     if folder.exists() and not folder.is_dir():
@@ -145,8 +159,24 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
             f"model bundle {folder}: {MANIFEST_NAME} was altered after the bundle was written "
             "(its digest does not match); refusing to load it"
         )
-    if not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"model bundle {folder}: manifest has no file table")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(
+            f"model bundle {folder}: manifest field 'files' (the file table) is missing"
+        )
+    for name, entry in files.items():
+        field = f"files.{name}"
+        if not isinstance(entry, dict):
+            raise BundleError(f"model bundle {folder}: manifest field {field!r} is not an object")
+        size, digest = entry.get("bytes"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BundleError(
+                f"model bundle {folder}: manifest field '{field}.bytes' must be a byte count"
+            )
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BundleError(
+                f"model bundle {folder}: manifest field '{field}.sha256' must be a sha256 digest"
+            )
     return manifest
 
 

@@ -72,13 +72,18 @@ def case_id_for(path: str | os.PathLike) -> str:
     return name
 
 
-def read_scan(path: str | os.PathLike, case_id: str | None = None) -> Scan:
+def read_scan(
+    path: str | os.PathLike, case_id: str | None = None, max_bytes: int | None = None
+) -> Scan:
     """Read a DICOM series folder, a single DICOM file, a NIfTI or an NRRD file.
 
-    Raises `ScanError` (naming the case) when the scan is unreadable or carries no voxel
-    spacing: a DICOM without PixelSpacing, an NRRD without `space directions`/`spacings`.
+    Raises `ScanError` (naming the case) for everything `tumorchar.data.io` refuses: an
+    unreadable, truncated or damaged file, a missing or malformed required attribute, no
+    usable voxel spacing (a DICOM without PixelSpacing, an NRRD without `space directions`
+    / `spacings`, a NIfTI with zero pixdim...), several components per voxel, a size over
+    the memory budget `max_bytes`, non-finite voxels.
     """
-    from tumorchar.data.io import read_dicom_series, read_image
+    from tumorchar.data.io import read_dicom_file, read_dicom_series, read_image
 
     path = Path(path)
     case_id = case_id or case_id_for(path)
@@ -86,72 +91,52 @@ def read_scan(path: str | os.PathLike, case_id: str | None = None) -> Scan:
         raise ScanError(f"case {case_id}: {path} does not exist")
     try:
         if path.is_dir():
-            return Scan(read_dicom_series(path, case_id=case_id), _folder_modality(path), case_id)
+            volume = read_dicom_series(path, case_id=case_id, max_bytes=max_bytes)
+            return Scan(volume, _folder_modality(path), case_id)
         lower = path.name.lower()
-        if lower.endswith(NRRD_SUFFIXES):
-            _require_nrrd_spacing(path, case_id)
         if lower.endswith((*NIFTI_SUFFIXES, *NRRD_SUFFIXES, ".mha", ".mhd")):
-            return Scan(read_image(path, case_id=case_id), None, case_id)
-        return _read_dicom_file(path, case_id)
+            return Scan(read_image(path, case_id=case_id, max_bytes=max_bytes), None, case_id)
+        if not _is_dicom(path):
+            raise ScanError(
+                f"case {case_id}: {path.name} is neither a DICOM file nor a NIfTI/NRRD file"
+            )
+        volume = read_dicom_file(path, case_id=case_id, max_bytes=max_bytes)
+        return Scan(volume, _file_modality(path), case_id)
     except ScanReadError as error:
         raise ScanError(str(error)) from None
 
 
-def _read_dicom_file(path: Path, case_id: str) -> Scan:
-    """One DICOM image file (HU through SimpleITK's rescale), e.g. a single CT slice."""
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file starts with a 128-byte preamble and b"DICM"."""
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
+
+
+def _file_modality(path: Path) -> str | None:
     import pydicom
-    import SimpleITK as sitk
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as error:  # pydicom raises several types for non-DICOM input
-        raise ScanError(
-            f"case {case_id}: {path.name} is neither a DICOM file nor a NIfTI/NRRD file"
-        ) from error
-    if "PixelSpacing" not in header:
-        raise ScanError(
-            f"case {case_id}: the DICOM file has no PixelSpacing, so distances in mm are "
-            "unknown; cannot crop a region of the training size"
-        )
-    try:
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-    except RuntimeError:
-        raise ScanError(f"case {case_id}: cannot decode the pixels of {path.name}") from None
-    if image.GetDimension() == 2:
-        image = sitk.JoinSeries(image)
-    return Scan(Volume.from_sitk(image), _modality_of(header.get("Modality")), case_id)
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+        value = header.get("Modality")
+    except Exception:  # the modality is optional; the file was checked when it was read
+        return None
+    return _modality_of(value) if isinstance(value, str) else None
 
 
 def _folder_modality(folder: Path) -> str | None:
-    import pydicom
-
     for path in sorted(folder.iterdir()):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-        except Exception:  # not DICOM (a readme, a DICOMDIR...): look at the next file
-            continue
-        if header.get("Modality"):
-            return _modality_of(header.Modality)
+        if path.is_file():
+            modality = _file_modality(path)
+            if modality:
+                return modality
     return None
 
 
 def _modality_of(value: str | None) -> str | None:
-    if not value:
+    if not value or not str(value).strip():
         return None
     value = str(value).strip().upper()
     return {"CT": "ct", "MR": "mri"}.get(value, value.lower())
-
-
-def _require_nrrd_spacing(path: Path, case_id: str) -> None:
-    """An NRRD header without `spacings` or `space directions` has no physical scale
-    (readers then silently assume 1 mm)."""
-    with open(path, "rb") as handle:
-        header = handle.read(1 << 16).split(b"\n\n", 1)[0].lower()
-    if b"space directions:" not in header and b"spacings:" not in header:
-        raise ScanError(
-            f"case {case_id}: the NRRD header has neither 'space directions' nor 'spacings', "
-            "so distances in mm are unknown"
-        )
 
 
 def as_scan(scan: Any, case_id: str | None = None, modality: str | None = None) -> Scan:
@@ -162,13 +147,19 @@ def as_scan(scan: Any, case_id: str | None = None, modality: str | None = None) 
         result = scan
     elif isinstance(scan, Volume):
         result = Scan(scan, None, case_id or "scan")
+        _check_in_memory(result)
     elif isinstance(scan, np.ndarray):
         raise ScanError(
             f"case {case_id or 'scan'}: a bare array has no spacing information; pass a file "
             "or a tumorchar.data.io.Volume that carries its spacing"
         )
     elif type(scan).__module__.startswith("SimpleITK"):
-        result = Scan(Volume.from_sitk(scan), None, case_id or "scan")
+        try:
+            volume = Volume.from_sitk(scan)
+        except ValueError as error:
+            raise ScanError(f"case {case_id or 'scan'}: {error}") from None
+        result = Scan(volume, None, case_id or "scan")
+        _check_in_memory(result)
     else:
         raise ScanError(f"case {case_id or 'scan'}: unsupported scan type {type(scan).__name__}")
     if case_id and result.case_id != case_id:
@@ -176,6 +167,16 @@ def as_scan(scan: Any, case_id: str | None = None, modality: str | None = None) 
     if modality is not None:
         result = replace(result, modality=normalize_modality(modality))
     return result
+
+
+def _check_in_memory(scan: Scan) -> None:
+    """An image given in memory gets the file readers' value check: finite voxels."""
+    from tumorchar.data.io import check_finite
+
+    try:
+        check_finite(scan.volume.array, scan.case_id)
+    except ScanReadError as error:
+        raise ScanError(str(error)) from None
 
 
 def normalize_modality(value: str) -> str:
@@ -215,14 +216,45 @@ def locate_point(scan: Scan, point_xyz, units: str = "mm") -> np.ndarray:
     return scan.point_of(index)
 
 
-def mask_center(scan: Scan, mask: Any) -> np.ndarray:
+# A mask file is accepted on the scan's grid when, compared with the scan: the shape is
+# equal, the voxel sizes agree to MASK_SPACING_RTOL (relative), the origins to
+# MASK_ORIGIN_VOXELS of the smallest voxel size, and the direction cosines to
+# MASK_DIRECTION_ATOL (1e-4 on a unit vector is 0.006°: float32 headers round to ~1e-7).
+MASK_SPACING_RTOL = 1e-3
+MASK_ORIGIN_VOXELS = 1e-2
+MASK_DIRECTION_ATOL = 1e-4
+# Voxels of a mask belong to one component when they touch by a face, edge or corner.
+MASK_CONNECTIVITY = 3
+
+
+def mask_center(scan: Scan, mask: Any, component: str | int | None = None) -> np.ndarray:
     """World centroid (x, y, z) of a mask on the scan's grid (array, Volume or file)."""
-    center_kji = np.argwhere(mask_array(scan, mask)).mean(axis=0)
+    center_kji = np.argwhere(mask_array(scan, mask, component)).mean(axis=0)
     return scan.point_of(center_kji[::-1])
 
 
-def mask_array(scan: Scan, mask: Any) -> np.ndarray:
-    """A non-empty bool mask `(z, y, x)` on the scan's grid, from an array, Volume or file."""
+def parse_component(text: str | None) -> str | int | None:
+    """A `--component` option: None, ``largest`` or an integer label value."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip().lower()
+    if text == "largest":
+        return "largest"
+    try:
+        return int(text)
+    except ValueError:
+        raise ScanError(f"component must be 'largest' or a label value, got {text!r}") from None
+
+
+def mask_array(scan: Scan, mask: Any, component: str | int | None = None) -> np.ndarray:
+    """A bool mask `(z, y, x)` of one connected region on the scan's grid.
+
+    `mask` is an array, a `Volume`, a SimpleITK image or a file; an image must lie on the
+    scan's grid (shape, spacing, origin and direction within the tolerances above). A mask
+    of several separate regions is refused with their count (their joint centroid lies on
+    none of them) unless `component` picks one: ``"largest"`` (most voxels) or an integer
+    label value (the voxels equal to it, which must form one region).
+    """
     if isinstance(mask, str | os.PathLike):
         from tumorchar.data.io import read_image
 
@@ -230,28 +262,71 @@ def mask_array(scan: Scan, mask: Any) -> np.ndarray:
             mask = read_image(mask, case_id=scan.case_id)
         except ScanReadError as error:
             raise ScanError(f"{error} (the mask)") from None
+    elif type(mask).__module__.startswith("SimpleITK"):
+        mask = Volume.from_sitk(mask)
     if isinstance(mask, Volume):
-        same_origin = np.allclose(
-            mask.origin, scan.volume.origin, atol=1e-2 * min(scan.volume.spacing)
-        )
-        if (
-            mask.array.shape != scan.volume.array.shape
-            or not np.allclose(mask.spacing, scan.volume.spacing, rtol=1e-3)
-            or not same_origin
-        ):
-            raise ScanError(
-                f"case {scan.case_id}: the mask's grid (shape {mask.array.shape}, spacing "
-                f"{tuple(round(s, 4) for s in mask.spacing)}) does not match the scan's (shape "
-                f"{scan.volume.array.shape}, spacing "
-                f"{tuple(round(s, 4) for s in scan.volume.spacing)})"
-            )
+        _check_mask_grid(scan, mask)
         mask = mask.array
-    mask = np.asarray(mask) != 0
-    if mask.shape != scan.shape_zyx:
+    values = np.asarray(mask)
+    if values.shape != scan.shape_zyx:
         raise ScanError(
-            f"case {scan.case_id}: mask shape {mask.shape} (z, y, x) does not match the "
+            f"case {scan.case_id}: mask shape {values.shape} (z, y, x) does not match the "
             f"scan's {scan.shape_zyx}"
         )
-    if not mask.any():
-        raise ScanError(f"case {scan.case_id}: the mask is empty")
-    return mask
+    return _one_component(values, scan.case_id, component)
+
+
+def _check_mask_grid(scan: Scan, mask: Volume) -> None:
+    volume = scan.volume
+    problems = []
+    if mask.array.shape != volume.array.shape:
+        problems.append(f"shape {mask.array.shape} vs {volume.array.shape} (z, y, x)")
+    if not np.allclose(mask.spacing, volume.spacing, rtol=MASK_SPACING_RTOL):
+        problems.append(
+            f"spacing {tuple(round(s, 4) for s in mask.spacing)} vs "
+            f"{tuple(round(s, 4) for s in volume.spacing)} mm"
+        )
+    origin_tol = MASK_ORIGIN_VOXELS * min(volume.spacing)
+    if not np.allclose(mask.origin, volume.origin, rtol=0, atol=origin_tol):
+        problems.append(
+            f"origin {tuple(round(o, 3) for o in mask.origin)} vs "
+            f"{tuple(round(o, 3) for o in volume.origin)} mm"
+        )
+    directions = (np.asarray(d, float).reshape(3, 3) for d in (mask.direction, volume.direction))
+    if not np.allclose(*directions, rtol=0, atol=MASK_DIRECTION_ATOL):
+        problems.append("direction matrix differs")
+    if problems:
+        raise ScanError(
+            f"case {scan.case_id}: the mask is not on the scan's grid: " + "; ".join(problems)
+        )
+
+
+def _one_component(values: np.ndarray, case_id: str, component: str | int | None) -> np.ndarray:
+    from scipy import ndimage
+
+    if component is None or component == "largest":
+        binary, what = values != 0, "the mask"
+    elif isinstance(component, int | np.integer) and not isinstance(component, bool):
+        binary, what = values == component, f"label {component} of the mask"
+        if not binary.any():
+            found = np.unique(values[values != 0])[:10].tolist()
+            raise ScanError(
+                f"case {case_id}: the mask has no voxel of label {component} (labels: {found})"
+            )
+    else:
+        raise ScanError(f"component must be 'largest' or a label value, got {component!r}")
+    if not binary.any():
+        raise ScanError(f"case {case_id}: the mask is empty")
+    structure = ndimage.generate_binary_structure(3, MASK_CONNECTIVITY)
+    labels, count = ndimage.label(binary, structure=structure)
+    if count == 1:
+        return binary
+    sizes = np.bincount(labels.ravel())[1:]
+    if component == "largest":
+        return labels == int(np.argmax(sizes)) + 1  # ties: the first in scan order
+    largest = ", ".join(str(n) for n in sorted(sizes, reverse=True)[:5])
+    raise ScanError(
+        f"case {case_id}: {what} has {count} separate regions (voxels: {largest}); their joint "
+        "centroid lies on none of them. Pick one: component 'largest' or a label value "
+        "(--component)"
+    )

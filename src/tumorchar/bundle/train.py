@@ -54,11 +54,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def open_store(patches: str | os.PathLike):
+def open_store(patches: str | os.PathLike, allow_incomplete: bool = False):
+    """The patch store at `patches`; one whose build did not complete is refused unless
+    `allow_incomplete` (`tumorchar.data.patches.PatchStore`)."""
     from tumorchar.data.patches import PatchStore
 
     try:
-        return PatchStore(Path(patches))
+        return PatchStore(Path(patches), allow_incomplete=allow_incomplete)
     except FileNotFoundError as error:
         raise TrainingError(str(error)) from None
 
@@ -202,6 +204,7 @@ def train_mtl(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    allow_incomplete: bool = False,
     log: Log = _quiet,
     features: str = "auto",
 ) -> Path:
@@ -213,7 +216,7 @@ def train_mtl(
     3D store, gist on a 2D store such as the LIDC max-slice crops).
     """
     _check_out(out, overwrite)
-    store = open_store(patches)
+    store = open_store(patches, allow_incomplete)
     if store_modality(store) != "ct":
         raise TrainingError(f"patch store {store.folder} is MRI; the supervised model is CT only")
 
@@ -366,6 +369,7 @@ def train_unsupervised(
     seed: int = 0,
     classifier_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    allow_incomplete: bool = False,
     log: Log = _quiet,
 ) -> Path:
     """Fit GIST → k-means → ∝SVM on a CT or MRI patch store; write the bundle at `out`.
@@ -376,7 +380,7 @@ def train_unsupervised(
     from sklearn.base import clone
 
     _check_out(out, overwrite)
-    store = open_store(patches)
+    store = open_store(patches, allow_incomplete)
     modality = store_modality(store)
     region = region_settings_of(store)
     rows, labels = training_cases(store)

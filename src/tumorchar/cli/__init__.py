@@ -15,6 +15,7 @@ import typer
 
 from tumorchar import __version__
 from tumorchar.cli import cohort, features, patches, predict, reproduce, train
+from tumorchar.cli._common import guard_commands
 
 app = typer.Typer(
     name="tumorchar",
@@ -50,6 +51,7 @@ def main(
 
 for module in (cohort, patches, features, reproduce, train, predict):
     module.register(app)
+guard_commands(app)
 
 __all__ = ["app"]
 

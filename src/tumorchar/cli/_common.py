@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -13,9 +14,46 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error in red on stderr and exit with ``code`` (2: bad input, 1: a batch with
     failed cases)."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # the message carries user text (paths, case ids): escaped, so "[/x]" prints as it is
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def environment_message(error: OSError) -> str:
+    """One line naming the path and the cause of an OS error (read-only folder, full disk,
+    a folder where a file is expected...); for a rename, the target, not the temporary."""
+    path = error.filename2 or error.filename
+    cause = error.strerror or type(error).__name__
+    return f"{path}: {cause}" if path else f"{cause} ({error})"
+
+
+def guard(command):
+    """Run a command so that what the user or the machine got wrong ends in one line on
+    stderr and exit code 2: the project's errors (their message) and OS errors (path and
+    cause). Writers leave no temporary file behind (`tumorchar._io`); bugs still show
+    their traceback."""
+    from tumorchar.errors import TumorcharError
+
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TumorcharError as error:
+            fail(str(error))
+        except OSError as error:
+            fail(environment_message(error))
+
+    return guarded
+
+
+def guard_commands(app: typer.Typer) -> None:
+    """Wrap every registered command of `app` and of its sub-groups with `guard`."""
+    for info in app.registered_commands:
+        info.callback = guard(info.callback)
+    for group in app.registered_groups:
+        guard_commands(group.typer_instance)
 
 
 def console(stderr: bool = False):
@@ -85,6 +123,14 @@ LidcDir = Annotated[
     ),
 ]
 StoreOut = Annotated[Path, typer.Option("--out", help="Patch store folder to write or resume.")]
+AllowIncomplete = Annotated[
+    bool,
+    typer.Option(
+        "--allow-incomplete",
+        help="Use the finished cases of a patch store whose build did not complete or had "
+        "failed cases (store.json: complete: false); refused without this.",
+    ),
+]
 WeightsFile = Annotated[
     Path | None,
     typer.Option("--weights", exists=True, dir_okay=False, help="Network weights file."),
@@ -107,12 +153,14 @@ SizeMm = Annotated[float, typer.Option("--size-mm", help="Side of the cubic patc
 
 def finish_batch(report, out: Path, note: str = "") -> None:
     """Print a store build's summary and failures; exit 1 when a case failed."""
+    from rich.markup import escape
+
     out_console = console()
     if note:
-        out_console.print(f"[bold yellow]{note}[/]", soft_wrap=True)
+        out_console.print(f"[bold yellow]{escape(note)}[/]", soft_wrap=True)
     out_console.print(
-        f"patch store {out}: {len(report.written)} written, {len(report.skipped)} already "
-        f"there, {len(report.failures)} failed",
+        f"patch store {escape(str(out))}: {len(report.written)} written, "
+        f"{len(report.skipped)} already there, {len(report.failures)} failed",
         soft_wrap=True,
     )
     if report.failures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from tumorchar.cli._common import Overwrite, console, fail
 
@@ -45,7 +46,7 @@ def cohort(
     except OSError as exc:
         fail(f"cannot write the cohort to {out}: {exc}", code=1)
     if result.reused:
-        out_console.print(f"[green]up to date:[/] {out} (use --force to rebuild)")
+        out_console.print(f"[green]up to date:[/] {escape(str(out))} (use --force to rebuild)")
     print_summary(out_console, result.summary, out)
 
 
@@ -65,8 +66,11 @@ def print_summary(out_console, summary: dict, out: Path) -> None:
         table.add_row("  empty consensus mask", str(len(summary["empty_consensus"])))
     out_console.print(table)
     for failure in summary["failures"]:
-        out_console.print(f"[yellow]skipped {failure['scan']}:[/] {failure['reason']}")
-    out_console.print(f"cohort written to {out}/cohort.parquet (+ masks.npz, cohort.json)")
+        out_console.print(
+            f"[yellow]skipped {escape(str(failure['scan']))}:[/] {escape(str(failure['reason']))}"
+        )
+    where = escape(f"{out}/cohort.parquet")
+    out_console.print(f"cohort written to {where} (+ masks.npz, cohort.json)")
 
 
 def register(app: typer.Typer) -> None:

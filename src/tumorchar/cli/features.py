@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from tumorchar.cli._common import AllowRandomInit, PatchesIn, Preset, Seed, WeightsFile, fail
+from tumorchar.cli._common import (
+    AllowIncomplete,
+    AllowRandomInit,
+    PatchesIn,
+    Preset,
+    Seed,
+    WeightsFile,
+    fail,
+)
 
 features_app = typer.Typer(
     help="Extract features from a patch store into a feature folder (cached, resumable).",
@@ -18,11 +26,11 @@ features_app = typer.Typer(
 FeaturesOut = Annotated[Path, typer.Option("--out", help="Feature store folder (created).")]
 
 
-def _open_patch_store(folder: Path):
+def _open_patch_store(folder: Path, allow_incomplete: bool = False):
     from tumorchar.data.patches import PatchStore
 
     try:
-        return PatchStore(folder)
+        return PatchStore(folder, allow_incomplete=allow_incomplete)
     except (FileNotFoundError, ValueError, KeyError) as error:
         fail(f"cannot open the patch store {folder}: {error}")
 
@@ -60,20 +68,23 @@ def _report(sets: dict, out: Path, started: str) -> None:
         labels.append("[bold yellow]random-init weights[/]")
     if (prov.get("input") or {}).get("is_phantom"):
         labels.append("[bold yellow]phantom data[/]")
+    from rich.markup import escape
+
     console.print(
-        f"[green]{prov['extractor']}[/]: {len(first.case_ids)} cases, {sizes} "
-        f"{' '.join(labels)}\n  {folder}"
+        f"[green]{escape(prov['extractor'])}[/]: {len(first.case_ids)} cases, {sizes} "
+        f"{' '.join(labels)}\n  {escape(str(folder))}"
     )
     if prov["failures"]:
         console.print(f"[bold red]{len(prov['failures'])} case(s) failed:[/]")
         for case_id, message in prov["failures"].items():
-            console.print(f"  {case_id}: {message}")
+            console.print(f"  {case_id}: {message}", markup=False, highlight=False)
 
 
 @features_app.command("gist")
 def features_gist(
     patches: PatchesIn,
     out: FeaturesOut,
+    allow_incomplete: AllowIncomplete = False,
     image_size: int = typer.Option(128, help="Side of the square the slices are resized to."),
     orientations: str = typer.Option("8,8,8,8", help="Orientations per scale."),
     n_blocks: int = typer.Option(4, help="Responses averaged on an n × n grid."),
@@ -85,7 +96,7 @@ def features_gist(
     from tumorchar.features.recipes import gist_recipe
 
     orients = parse_ints(orientations, "--orientations")
-    store = _open_patch_store(patches)
+    store = _open_patch_store(patches, allow_incomplete)
     try:
         recipe = gist_recipe(
             store,
@@ -104,6 +115,7 @@ def features_gist(
 def features_vgg(
     patches: PatchesIn,
     out: FeaturesOut,
+    allow_incomplete: AllowIncomplete = False,
     weights: WeightsFile = None,
     allow_random_init: AllowRandomInit = False,
     seed: Seed = 0,
@@ -113,7 +125,7 @@ def features_vgg(
     (--weights: a torchvision-format VGG16 state dict, .pth or .safetensors)."""
     from tumorchar.features.recipes import vgg_recipe
 
-    store = _open_patch_store(patches)
+    store = _open_patch_store(patches, allow_incomplete)
     try:
         recipe = vgg_recipe(
             store,
@@ -131,6 +143,7 @@ def features_vgg(
 def features_c3d(
     patches: PatchesIn,
     out: FeaturesOut,
+    allow_incomplete: AllowIncomplete = False,
     weights: WeightsFile = None,
     preset: Preset = typer.Option(Preset.cpu, help="Network preset: cpu (small) or paper."),
     allow_random_init: AllowRandomInit = False,
@@ -141,7 +154,7 @@ def features_c3d(
     PyTorch port)."""
     from tumorchar.features.recipes import c3d_recipe
 
-    store = _open_patch_store(patches)
+    store = _open_patch_store(patches, allow_incomplete)
     try:
         recipe = c3d_recipe(
             store,

@@ -56,23 +56,25 @@ def _phantom_note(model: Characterizer) -> str | None:
 
 def render(result: Characterization, model: Characterizer, console: Console) -> None:
     """One result as a Rich table, with the model's provenance underneath."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"case {result.case_id}", show_header=False, title_justify="left")
+    table = Table(title=f"case {escape(result.case_id)}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     negative, positive = model.manifest["classes"]
     colour = "red" if result.label == positive else "green"
-    table.add_row("class", f"[{colour}]{result.label}[/]")
+    table.add_row("class", f"[{colour}]{escape(result.label)}[/]")
     table.add_row(
-        f"P({positive})", f"{result.probability:.3f}  [dim]({result.probability_method})[/]"
+        f"P({escape(positive)})",
+        f"{result.probability:.3f}  [dim]({escape(result.probability_method)})[/]",
     )
     if result.malignancy is not None:
         low, high = model.score_range["malignancy"]
         table.add_row("malignancy", f"{result.malignancy:.2f}  [dim](scale {low:g}–{high:g})[/]")
     for name, value in result.attributes.items():
         low, high = model.score_range[name]
-        table.add_row(name, f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
+        table.add_row(escape(name), f"{value:.2f}  [dim](scale {low:g}–{high:g})[/]")
     center = ", ".join(f"{v:.1f}" for v in result.region["center_mm"])
     if result.region["kind"] == "ct-cube":
         region = f"centre ({center}) mm, {result.region['size_mm']:g} mm cube"
@@ -83,14 +85,18 @@ def render(result: Characterization, model: Characterizer, console: Console) -> 
     table.add_row("region", region)
     console.print(table)
     data = result.provenance["training_data"]
+    provenance = result.provenance
     console.print(
-        f"[dim]model: {model.kind} ({result.provenance['features']}), tumorchar "
-        f"{result.provenance['package_version']}, trained {result.provenance['created_utc']} "
-        f"on {data['n_cases']} {data['source']} cases[/]"
+        escape(
+            f"model: {model.kind} ({provenance['features']}), tumorchar "
+            f"{provenance['package_version']}, trained {provenance['created_utc']} "
+            f"on {data['n_cases']} {data['source']} cases"
+        ),
+        style="dim",
     )
     note = _phantom_note(model)
     if note:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def predict_one(
@@ -102,17 +108,19 @@ def predict_one(
     json_out: Path | None,
     modality: str | None,
     request=None,
+    component: str | int | None = None,
 ) -> None:
+    if json_out is not None and json_out.is_dir():
+        fail(f"--json {json_out} is a folder; give the name of a file to write")
     model = _load(model_dir)
+    where = {"at": point, "mask": mask, "units": units, "modality": modality}
     try:
         if request is None:
-            result = model.predict(scan, at=point, mask=mask, units=units, modality=modality)
+            result = model.predict(scan, component=component, **where)
         else:
             from tumorchar.bundle.outputs.case import predict_with_outputs
 
-            outputs = predict_with_outputs(
-                model, scan, request, at=point, mask=mask, units=units, modality=modality
-            )
+            outputs = predict_with_outputs(model, scan, request, component=component, **where)
             result = outputs.result
     except _EXPECTED_ERRORS as error:
         fail(str(error))
@@ -122,14 +130,18 @@ def predict_one(
     render(result, model, console)
     if request is not None:
         for name, path in outputs.written.items():
-            console.print(f"[dim]{name.replace('_', ' ')}: {path}[/]", soft_wrap=True)
+            console.print(f"{name.replace('_', ' ')}: {path}", style="dim", markup=False)
     if json_out is not None:
-        write_json_atomic(json_out, result.to_dict())
+        from tumorchar.lock import FolderLock
+
+        with FolderLock.beside(json_out):
+            write_json_atomic(json_out, result.to_dict())
 
 
 def read_batch(csv_path: Path) -> list[dict[str, Any]]:
     """Rows of a batch CSV: `scan` (relative paths are relative to the CSV's folder) and
-    either `x,y,z` (+ optional `units`) or `mask`; optional `case_id`, `modality`."""
+    either `x,y,z` (+ optional `units`) or `mask` (+ optional `component`: ``largest`` or a
+    label value); optional `case_id`, `modality`."""
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
@@ -151,6 +163,7 @@ def read_batch(csv_path: Path) -> list[dict[str, Any]]:
             job["at"] = tuple(row.get(axis, "") for axis in ("x", "y", "z"))
         job["units"] = (row.get("units") or "mm").strip() or "mm"
         job["modality"] = (row.get("modality") or "").strip() or None
+        job["component"] = (row.get("component") or "").strip() or None
         jobs.append(job)
     return jobs
 
@@ -158,6 +171,8 @@ def read_batch(csv_path: Path) -> list[dict[str, Any]]:
 def _run_job(model: Characterizer, job: dict[str, Any], outputs=None, number: int = 0):
     """Predict one batch row; with an `OutputsPlan`, also write its outputs (returns the
     `CaseOutputs`, else the `Characterization`)."""
+    from tumorchar.bundle.scan import parse_component
+
     at = job["at"]
     if at is not None:
         try:
@@ -170,6 +185,7 @@ def _run_job(model: Characterizer, job: dict[str, Any], outputs=None, number: in
         "units": job["units"],
         "case_id": job["case_id"],
         "modality": job["modality"],
+        "component": parse_component(job.get("component")),
     }
     if outputs is None:
         return model.predict(job["scan"], **where)
@@ -237,9 +253,29 @@ def _previous_results(json_out: Path | None, model: Characterizer, jobs) -> dict
     }
 
 
+def _failure_message(job: dict[str, Any], error: Exception) -> str:
+    """The project's errors by their message; anything else also by its type (a bug or an
+    environment problem, not bad input)."""
+    from tumorchar.errors import TumorcharError
+
+    if isinstance(error, TumorcharError):
+        message = str(error)
+    else:
+        message = f"unexpected {type(error).__name__}: {error}"
+    if job["case_id"] not in message:
+        message = f"case {job['case_id']}: {message}"
+    return message
+
+
 def predict_batch(
     model_dir: Path, csv_path: Path, json_out: Path | None, outputs: OutputsPlan | None = None
 ) -> None:
+    """Every row is tried; a failing row (whatever it raises) is listed and the batch goes
+    on. With `--json`, the file is rewritten atomically after every row, so finished results
+    survive an interruption, and it lists the failures; exit code 1 if any row failed."""
+    from contextlib import nullcontext
+
+    from tumorchar.lock import FolderLock
     from tumorchar.progress import progress_bar
 
     model = _load(model_dir)
@@ -247,55 +283,60 @@ def predict_batch(
         jobs = read_batch(csv_path)
     except (ValueError, OSError) as error:
         fail(str(error))
-    done = _previous_results(json_out, model, jobs)
-    if outputs is not None:  # reuse only what has its files; a page needs every case rendered
-        done = (
-            {}
-            if outputs.html is not None
-            else {case: r for case, r in done.items() if outputs.files_exist(case)}
-        )
-    results, failures, fragments = [], {}, []
-    with progress_bar(True, len(jobs), "predict") as advance:
-        for job in jobs:
-            if job["case_id"] in done:
-                results.append(done[job["case_id"]])
-            else:
-                try:
-                    made = _run_job(model, job, outputs, len(fragments))
-                except _EXPECTED_ERRORS as error:
-                    message = str(error)
-                    if job["case_id"] not in message:
-                        message = f"case {job['case_id']}: {message}"
-                    failures[job["case_id"]] = message
-                else:
-                    if outputs is None:
-                        results.append(made.to_dict())
+    if json_out is not None and json_out.is_dir():
+        fail(f"--json {json_out} is a folder; give the name of a file to write")
+    lock = FolderLock.beside(json_out) if json_out is not None else nullcontext()
+    with lock:
+        done = _previous_results(json_out, model, jobs)
+        if outputs is not None:  # reuse only what has its files; a page needs every case
+            done = (
+                {}
+                if outputs.html is not None
+                else {case: r for case, r in done.items() if outputs.files_exist(case)}
+            )
+        # reused results are kept from the first write on: an interruption never loses them
+        results = {job["case_id"]: done[job["case_id"]] for job in jobs if job["case_id"] in done}
+        failures: dict[str, str] = {}
+        fragments = []
+
+        def save() -> None:
+            if json_out is not None:
+                ordered = [results[job["case_id"]] for job in jobs if job["case_id"] in results]
+                write_json_atomic(json_out, _payload(model, jobs, ordered, failures))
+
+        save()  # an unwritable --json stops the batch before the first case, not after
+        with progress_bar(True, len(jobs), "predict") as advance:
+            for job in jobs:
+                case_id = job["case_id"]
+                if case_id not in results:
+                    try:
+                        made = _run_job(model, job, outputs, len(fragments))
+                    except Exception as error:  # noqa: BLE001 - the case boundary: go on
+                        failures[case_id] = _failure_message(job, error)
                     else:
-                        results.append(made.result.to_dict())
-                        if made.fragment is not None:
-                            fragments.append(made.fragment)
-            advance()
+                        if outputs is None:
+                            results[case_id] = made.to_dict()
+                        else:
+                            results[case_id] = made.result.to_dict()
+                            if made.fragment is not None:
+                                fragments.append(made.fragment)
+                    save()
+                advance()
     from rich.console import Console
 
-    _batch_table(results, model, Console())
+    _batch_table([results[j["case_id"]] for j in jobs if j["case_id"] in results], model, Console())
     if outputs is not None and outputs.html is not None and fragments:
         from tumorchar.bundle.outputs.html import write_page
 
-        Console().print(f"[dim]case view: {write_page(outputs.html, fragments)}[/]")
-    if json_out is not None:
-        payload = {
-            "model": str(model.folder),
-            "model_sha256": model.manifest["manifest_sha256"],
-            "requests": {job["case_id"]: _request(job) for job in jobs},
-            "results": results,
-            "failures": failures,
-        }
-        write_json_atomic(json_out, payload)
+        page = write_page(outputs.html, fragments)
+        Console().print(f"case view: {page}", style="dim", markup=False)
     if failures:
         console = Console(stderr=True)
         console.print(f"[bold red]{len(failures)} of {len(jobs)} case(s) failed:[/]")
         for message in failures.values():
-            console.print(f"  {message}")
+            console.print(f"  {message}", markup=False, highlight=False, soft_wrap=True)
+        if json_out is not None:
+            console.print(f"the failures are listed in {json_out}", markup=False)
         raise typer.Exit(1)
 
 
@@ -355,25 +396,37 @@ def _finite(value):
     return value
 
 
+def _payload(model: Characterizer, jobs, results: list[dict], failures: dict) -> dict:
+    return {
+        "model": str(model.folder),
+        "model_sha256": model.manifest["manifest_sha256"],
+        "requests": {job["case_id"]: _request(job) for job in jobs},
+        "results": results,
+        "failures": failures,
+        "complete": len(results) + len(failures) == len(jobs),
+    }
+
+
 def _batch_table(results: list[dict], model: Characterizer, console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     positive = model.manifest["classes"][1]
     table = Table(title=f"{len(results)} case(s), model {model.kind}", title_justify="left")
     table.add_column("case")
     table.add_column("class")
-    table.add_column(f"P({positive})", justify="right")
+    table.add_column(f"P({escape(positive)})", justify="right")
     if model.kind == "mtl":
         table.add_column("malignancy", justify="right")
     for result in results:
-        cells = [result["case_id"], result["label"], f"{result['probability']:.3f}"]
+        cells = [escape(result["case_id"]), escape(result["label"]), f"{result['probability']:.3f}"]
         if model.kind == "mtl":
             cells.append(f"{result['malignancy']:.2f}")
         table.add_row(*cells)
     console.print(table)
     note = _phantom_note(model)
     if note:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _parse_point(text: str) -> tuple[float, float, float]:
@@ -439,6 +492,11 @@ def predict(
     heatmap_format: HeatmapFormat = typer.Option(
         HeatmapFormat.nii_gz, "--heatmap-format", help="File type of per-case heatmaps (--batch)."
     ),
+    component: str | None = typer.Option(
+        None,
+        "--component",
+        help="A mask of several separate regions: 'largest' or a label value picks one.",
+    ),
 ) -> None:
     """Characterize a region of a new scan, a CSV batch, or a whole patch store with a trained
     model bundle."""
@@ -476,7 +534,13 @@ def predict(
         from tumorchar.bundle.outputs.case import OutputRequest
 
         request = OutputRequest(dicom_sr, dicom_seg, heatmap, html, heatmap_method.value)
-    predict_one(model, scan, point, units.value, mask, json_out, chosen, request)
+    from tumorchar.bundle.scan import parse_component
+
+    try:
+        picked = parse_component(component)
+    except ScanError as error:
+        fail(str(error))
+    predict_one(model, scan, point, units.value, mask, json_out, chosen, request, picked)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from tumorchar.cli._common import Folds, LungData, Preset, Seed, fail
 
@@ -132,9 +133,9 @@ def reproduce(
         for column in table.header:
             shown.add_column(column, overflow="fold")
         for row in table.rows:
-            shown.add_row(*row)
+            shown.add_row(*(escape(str(cell)) for cell in row))
         console.print(shown)
-    console.print(f"report: {report} and {report.with_suffix('.html')}")
+    console.print(f"report: {report} and {report.with_suffix('.html')}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

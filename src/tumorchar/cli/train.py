@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tumorchar.cli._common import Overwrite, Preset, Seed, fail
+from tumorchar.cli._common import AllowIncomplete, Overwrite, Preset, Seed, fail
 
 
 class MtlFeatures(StrEnum):
@@ -31,8 +31,9 @@ InternalFolds = Annotated[
 
 def _log(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[dim]train:[/] {message}")
+    Console(stderr=True).print(f"[dim]train:[/] {escape(message)}")
 
 
 def _run(train, *args, **kwargs) -> None:
@@ -50,6 +51,7 @@ def train_mtl_command(
         typer.Option("--patches", exists=True, file_okay=False, help="Patch store folder (CT)."),
     ],
     out: BundleOut,
+    allow_incomplete: AllowIncomplete = False,
     preset: Preset = typer.Option(
         Preset.cpu, help="C3D preset: cpu (minutes on CPU) or paper (GPU)."
     ),
@@ -82,6 +84,7 @@ def train_mtl_command(
     options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
     options["features"] = features.value
     options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
+    options |= {"allow_incomplete": allow_incomplete}
     _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)
 
 
@@ -94,6 +97,7 @@ def train_unsupervised_command(
         ),
     ],
     out: BundleOut,
+    allow_incomplete: AllowIncomplete = False,
     folds: InternalFolds = 5,
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -101,7 +105,15 @@ def train_unsupervised_command(
     """Unsupervised model: GIST → k-means (k = 2) → label proportions → ∝SVM."""
     from tumorchar.bundle.train import train_unsupervised
 
-    _run(train_unsupervised, patches, out, n_folds=folds, seed=seed, overwrite=overwrite)
+    _run(
+        train_unsupervised,
+        patches,
+        out,
+        n_folds=folds,
+        seed=seed,
+        overwrite=overwrite,
+        allow_incomplete=allow_incomplete,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -46,9 +46,16 @@ def build_cohort_folder(
     """Write ``cohort.parquet``, ``masks.npz`` and ``cohort.json`` into ``out`` (or reuse
     them). Raises `DatabaseError` for a missing, corrupt or foreign database and `OSError`
     when the folder cannot be written. ``status(message)`` hears what is being read."""
-    from tumorchar import __version__
+    from tumorchar.lock import FolderLock
 
     out = Path(out)
+    with FolderLock(out):  # one writer per output folder: a second run refuses
+        return _build(out, db, min_reads, tolerance, force, progress, status)
+
+
+def _build(out: Path, db, min_reads, tolerance, force, progress, status) -> CohortResult:
+    from tumorchar import __version__
+
     path = lidc.locate_database(db)
     settings = cohort_settings(min_reads, tolerance)
     db_hash = file_sha256(path)

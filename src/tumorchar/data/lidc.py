@@ -174,7 +174,12 @@ def _load_scans(connection: sqlite3.Connection) -> list[Scan]:
         "SELECT id, patient_id, series_instance_uid, slice_thickness, pixel_spacing "
         "FROM scans ORDER BY id"
     ):
-        scans[sid] = Scan(sid, str(pid), str(uid), float(thickness), float(spacing), np.empty(0))
+        values = {"slice_thickness": _positive(thickness), "pixel_spacing": _positive(spacing)}
+        scan = Scan(sid, str(pid), str(uid), *(v or np.nan for v in values.values()), np.empty(0))
+        bad = [name for name, value in values.items() if value is None]
+        if bad:  # NULL, text or non-positive: the scan cannot be placed in mm
+            scan.error = f"the database gives no usable {' and '.join(bad)} (mm) for this scan"
+        scans[sid] = scan
     zvals = np.array(connection.execute("SELECT scan_id, val FROM zvals").fetchall(), dtype=float)
     if len(zvals):
         zvals = zvals[np.lexsort((zvals[:, 1], zvals[:, 0]))]
@@ -196,6 +201,15 @@ def _load_scans(connection: sqlite3.Connection) -> list[Scan]:
         scans[sid].reads.append(read)
     _attach_contours(connection, scans, reads)
     return list(scans.values())
+
+
+def _positive(value) -> float | None:
+    """A database value as a finite positive float, or None (NULL, text, 0, NaN...)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
 
 
 def _attach_contours(

@@ -47,7 +47,9 @@ from tumorchar.errors import (  # noqa: F401  (re-exported)
     CaseError,
     StoreKindError,
     StoreMismatchError,
+    TumorcharError,
 )
+from tumorchar.lock import FolderLock
 from tumorchar.vocab import PSI_COLUMNS
 
 INDEX_NAME = "index.parquet"
@@ -74,6 +76,10 @@ ARRAY_KEYS_BY_KIND = {"3d": ARRAY_KEYS, "2d": ("slice2d", "mask2d")}
 FORMAT_VERSION = 1
 # the index is rewritten (atomically) at least this often while a batch runs, for resuming
 INDEX_FLUSH_SECONDS = 10.0
+
+
+class IncompleteStoreError(TumorcharError):
+    """A store whose build did not finish, or finished with failed cases (`complete: false`)."""
 
 
 @dataclass(frozen=True)
@@ -189,12 +195,28 @@ class PatchStoreWriter:
         self.is_phantom, self.note = bool(is_phantom), note
         self.compress_arrays = tuple(compress_arrays)
         self.arrays_dir = self.folder / ARRAYS_DIR
+        # one writer per folder: a second run refuses here, before it touches anything
+        self._lock = FolderLock(self.folder).acquire()
         self.arrays_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.folder, self.arrays_dir):
-            remove_stale_temporaries(folder)  # left by an interrupted run: never valid
+            remove_stale_temporaries(folder)  # left by an interrupted run (we hold the lock)
         self._rows: dict[str, dict] = {}
-        self._check_existing()
+        try:
+            self._check_existing()
+        except BaseException:
+            self.close()
+            raise
         self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Release the folder's lock (the writer may still be flushed by this process)."""
+        self._lock.release()
+
+    def __enter__(self) -> PatchStoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check_existing(self) -> None:
         meta_path = self.folder / STORE_NAME
@@ -359,8 +381,10 @@ def build_cases(
                 _run_threaded(todo, run, store, workers, lambda: progress.advance(task))
     except BaseException:  # interrupted: keep what is finished, so a rerun resumes from it
         writer.flush(failures=report.failures, complete=False)
+        writer.close()
         raise
     writer.flush(failures=report.failures, complete=not report.failures)
+    writer.close()
     return report
 
 
@@ -383,16 +407,41 @@ def _run_threaded(todo, run, store, workers: int, advance) -> None:
 
 
 class PatchStore:
-    """A store folder opened for reading."""
+    """A store folder opened for reading.
 
-    def __init__(self, folder: str | os.PathLike):
+    A store whose `store.json` says `complete: false` (its build was interrupted, or some
+    cases failed) is refused with `IncompleteStoreError`, unless `allow_incomplete=True`
+    asks for its finished cases (those in the index; `failures` lists the others).
+    """
+
+    def __init__(self, folder: str | os.PathLike, allow_incomplete: bool = False):
         self.folder = Path(folder)
         meta_path, index_path = self.folder / STORE_NAME, self.folder / INDEX_NAME
         for path in (meta_path, index_path):
             if not path.is_file():
                 raise FileNotFoundError(f"patch store {self.folder} has no {path.name}")
-        self.meta = json.loads(meta_path.read_text())
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"patch store {self.folder}: {STORE_NAME} is not valid JSON") from None
+        if not isinstance(self.meta, dict):
+            raise ValueError(f"patch store {self.folder}: {STORE_NAME} is not a JSON object")
         self.index = pd.read_parquet(index_path)
+        if self.meta.get("complete", True) is not True and not allow_incomplete:
+            raise IncompleteStoreError(self._incomplete_message())
+
+    def _incomplete_message(self) -> str:
+        failures = self.meta.get("failures") or {}
+        why = (
+            f"{len(failures)} case(s) failed (first: {next(iter(failures.values()))})"
+            if failures
+            else "its build was interrupted"
+        )
+        return (
+            f"patch store {self.folder} is incomplete: {why}; {len(self.index)} case(s) are "
+            "finished. Rerun the build to complete it, or allow an incomplete store "
+            "(allow_incomplete=True, --allow-incomplete) to use the finished cases only"
+        )
 
     @property
     def case_ids(self) -> list[str]:

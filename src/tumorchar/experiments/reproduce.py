@@ -597,10 +597,16 @@ class Reproduction:
     # --- the whole run ------------------------------------------------------------------
 
     def run(self) -> Path:
+        from tumorchar.lock import FolderLock
+
+        check_inputs(self.settings)  # weights and presets: before minutes of stages
+        with FolderLock(self.settings.out):  # one writer per output folder
+            return self._run()
+
+    def _run(self) -> Path:
         from tumorchar.experiments.report import build_report
 
         s = self.settings
-        s.out.mkdir(parents=True, exist_ok=True)
         if s.lung != "none":
             self.lung()
         if s.lidc_maxslice is not None:
@@ -634,6 +640,28 @@ class Reproduction:
         return log
 
 
+def check_inputs(settings: ReproduceSettings) -> None:
+    """Refuse, before the first stage, what would otherwise fail minutes into the run: an
+    unknown C3D preset, Sports-1M weights with a preset they do not fit, weights files that
+    do not load into their network."""
+    from tumorchar.errors import StageError
+    from tumorchar.features import c3d
+
+    if settings.c3d_preset not in c3d.PRESETS:
+        raise StageError(
+            f"unknown C3D preset {settings.c3d_preset!r}; use one of {', '.join(c3d.PRESETS)}"
+        )
+    try:
+        if settings.c3d_weights is not None and settings.lung != "none":
+            c3d.load_sports1m(c3d.C3D(settings.c3d_preset), settings.c3d_weights)
+        if settings.vgg_weights is not None:
+            from tumorchar.features import vgg
+
+            vgg.load_vgg16(settings.vgg_weights)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
+        raise StageError(f"cannot use the given weights: {error}") from None
+
+
 def reproduce(settings: ReproduceSettings, console=None) -> Path:
     """Run every stage and write results, predictions, run.json and the report into
     ``settings.out``; return the path of report.md."""
@@ -650,7 +678,8 @@ def _store_build(out: Path, build, *args):
 
     before = _store_hash(out)
     build(*args)
-    store = PatchStore(out)
+    # the build just ran to its end: a store with failed cases is used, and run.json lists them
+    store = PatchStore(out, allow_incomplete=True)
     return Reused(store) if before is not None and before == store.content_hash else store
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tumorchar._io import save_npz_atomic, write_text_atomic
+from tumorchar.lock import FolderLock
 from tumorchar.progress import progress_bar
 from tumorchar.provenance import canonical_json, json_default, package_versions, sha256_text  # noqa: F401 (canonical_json re-exported)
 
@@ -156,6 +157,15 @@ class FeatureStore:
         case_ids = [str(case_id) for case_id in patch_store.case_ids]
         if not case_ids:
             raise ValueError(f"{extractor}: the patch store has no cases")
+        with FolderLock(folder):  # one writer per feature set: a second run refuses
+            return self._compute_and_save(
+                extractor, settings, patch_store, compute, batch_size, progress, key, folder
+            )
+
+    def _compute_and_save(
+        self, extractor, settings, patch_store, compute, batch_size, progress, key, folder
+    ) -> dict[str, FeatureSet]:
+        case_ids = [str(case_id) for case_id in patch_store.case_ids]
         outputs, done_ids, failures = self._compute_batches(
             folder, case_ids, compute, batch_size, progress, extractor
         )
@@ -288,9 +298,29 @@ def _read_batch(path: Path, batch: list[str]) -> dict[str, np.ndarray] | None:
     return part if sorted(covered) == sorted(batch) else None
 
 
-def load_feature_folder(folder: str | os.PathLike) -> dict[str, FeatureSet]:
-    """Read `features.npz` + `provenance.json` of one feature set: {output: FeatureSet}."""
+class IncompleteFeaturesError(FileNotFoundError):
+    """A feature set whose computation did not finish (only `partial/` batches exist)."""
+
+
+def load_feature_folder(
+    folder: str | os.PathLike, allow_incomplete: bool = False
+) -> dict[str, FeatureSet]:
+    """Read `features.npz` + `provenance.json` of one feature set: {output: FeatureSet}.
+
+    A folder holding only the `partial/` batches of an interrupted computation is refused
+    (`IncompleteFeaturesError`) unless `allow_incomplete=True` asks for its finished batches
+    (their provenance then says `"complete": false`).
+    """
     folder = Path(folder)
+    if not (folder / FEATURES_FILE).is_file() and (folder / PARTIAL_DIR).is_dir():
+        if allow_incomplete:
+            return _load_partial(folder)
+        n = len(list((folder / PARTIAL_DIR).glob("batch-*.npz")))
+        raise IncompleteFeaturesError(
+            f"feature set {folder} is incomplete: its computation was interrupted after {n} "
+            "batch(es). Rerun the feature extraction to finish it, or allow an incomplete "
+            "set (allow_incomplete=True) to use the finished batches only"
+        )
     provenance = json.loads((folder / PROVENANCE_FILE).read_text())
     with np.load(folder / FEATURES_FILE, allow_pickle=False) as data:
         case_ids = tuple(data["case_ids"].tolist())
@@ -305,3 +335,25 @@ def load_feature_folder(folder: str | os.PathLike) -> dict[str, FeatureSet]:
     if not sets:
         raise ValueError(f"{folder}: no outputs")
     return sets
+
+
+def _load_partial(folder: Path) -> dict[str, FeatureSet]:
+    """The finished batches of an interrupted computation, as feature sets."""
+    parts = []
+    for path in sorted((folder / PARTIAL_DIR).glob("batch-*.npz")):
+        with np.load(path, allow_pickle=False) as data:
+            parts.append({name: data[name] for name in data.files})
+    parts = [part for part in parts if len(part["case_ids"])]
+    if not parts:
+        raise IncompleteFeaturesError(f"feature set {folder} has no finished batch")
+    case_ids = tuple(c for part in parts for c in part["case_ids"].tolist())
+    failures = {
+        c: m
+        for part in parts
+        for c, m in zip(part["failed_ids"].tolist(), part["failed_messages"].tolist(), strict=True)
+    }
+    provenance = {"complete": False, "n_cases": len(case_ids), "failures": failures}
+    return {
+        name: FeatureSet(_stack([p[name] for p in parts]), case_ids, {**provenance, "output": name})
+        for name in _output_names(parts)
+    }

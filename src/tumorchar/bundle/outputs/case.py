@@ -63,6 +63,7 @@ def predict_with_outputs(
     modality: str | None = None,
     page_number: int = 0,
     write_case_page: bool = True,
+    component: str | int | None = None,
 ) -> CaseOutputs:
     """Predict one region of `scan` with `model` (a `Characterizer`) and write `request`'s
     outputs. With `write_case_page=False` the case view is only rendered (`fragment`)."""
@@ -75,13 +76,13 @@ def predict_with_outputs(
     scan_path = Path(scan) if isinstance(scan, str | os.PathLike) else None
     case = scans.as_scan(scan, case_id=case_id, modality=modality)
     model.check_modality(case)
-    patch = model.region(case, at=at, mask=mask, units=units)
+    patch = model.region(case, at=at, mask=mask, units=units, component=component)
     result = model.predict_patch(patch, case.case_id)
     outputs = CaseOutputs(result)
     algorithm = Algorithm.of(model)
     source = _source(scan_path, case) if request.needs_dicom else None
     if mask is not None:
-        region, from_caller = scans.mask_array(case, mask), True
+        region, from_caller = scans.mask_array(case, mask, component), True
     else:
         region, from_caller = (
             region_mask(case, np.asarray(result.region["center_mm"]), model.region_settings),
