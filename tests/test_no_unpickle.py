@@ -48,8 +48,10 @@ def unpickling_calls(tree: ast.AST) -> list[str]:
             found.append(f"line {node.lineno}: {name}")
         elif name.endswith("torch.load") and not _is_true(_keyword(node, "weights_only")):
             found.append(f"line {node.lineno}: {name} without weights_only=True")
-        elif last == "load" and name.startswith(("np.", "numpy.")) and _is_true(
-            _keyword(node, "allow_pickle")
+        elif (
+            last == "load"
+            and name.startswith(("np.", "numpy."))
+            and _is_true(_keyword(node, "allow_pickle"))
         ):
             found.append(f"line {node.lineno}: {name}(allow_pickle=True)")
     return found

@@ -14,6 +14,7 @@ import tumorchar
 from tumorchar.bundle.format import BundleError, canonical_json, manifest_digest, sha256_file
 
 _MISSING = object()
+SLOW = pytest.mark.slow  # these train the session's two small bundles (~30 s of CPU)
 
 
 def resign(folder, edit=None, files=None):
@@ -43,6 +44,7 @@ def setter(path: str, value):
     return edit
 
 
+@SLOW
 @pytest.mark.parametrize(
     "path, value, field",
     [
@@ -78,6 +80,7 @@ def test_malformed_manifest_field_is_named(mtl_bundle, tmp_path, path, value, fi
         tumorchar.load_model(folder)
 
 
+@SLOW
 def test_malformed_unsupervised_fields_are_named(unsupervised_bundle, tmp_path):
     cases = [
         ("pipeline/features/settings/orientations", "8", "orientations"),
@@ -92,6 +95,7 @@ def test_malformed_unsupervised_fields_are_named(unsupervised_bundle, tmp_path):
             tumorchar.load_model(folder)
 
 
+@SLOW
 @pytest.mark.parametrize(
     "name, data, message",
     [
@@ -112,6 +116,7 @@ def test_malformed_file_is_named(mtl_bundle, tmp_path, name, data, message):
         tumorchar.load_model(folder)
 
 
+@SLOW
 def test_estimators_missing_a_fitted_part_are_refused(mtl_bundle, tmp_path):
     folder = shutil.copytree(mtl_bundle, tmp_path / "b")
     tree = json.loads((folder / "estimators.json").read_text())
@@ -121,6 +126,7 @@ def test_estimators_missing_a_fitted_part_are_refused(mtl_bundle, tmp_path):
         tumorchar.load_model(folder)
 
 
+@SLOW
 def test_arrays_that_do_not_fit_together_fail_at_load(mtl_bundle, tmp_path):
     folder = shutil.copytree(mtl_bundle, tmp_path / "b")
     with np.load(folder / "arrays.npz") as data:

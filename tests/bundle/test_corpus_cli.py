@@ -18,6 +18,7 @@ from tumorchar.bundle.characterizer import Characterizer
 from tumorchar.cli import app
 
 runner = CliRunner()
+SLOW = pytest.mark.slow  # these train the session's unsupervised bundle
 
 
 def _text(result) -> str:
@@ -55,6 +56,7 @@ def fail_on(monkeypatch, case_id, error):
     monkeypatch.setattr(Characterizer, "predict", predict)
 
 
+@SLOW
 def test_unexpected_error_in_one_row_is_named_and_the_batch_goes_on(
     unsupervised_bundle, ball, tmp_path, monkeypatch
 ):
@@ -72,6 +74,7 @@ def test_unexpected_error_in_one_row_is_named_and_the_batch_goes_on(
     assert written["complete"] is True
 
 
+@SLOW
 def test_finished_results_survive_an_interruption_and_resume(
     unsupervised_bundle, ball, tmp_path, monkeypatch
 ):
@@ -96,6 +99,7 @@ def test_finished_results_survive_an_interruption_and_resume(
     assert [r["case_id"] for r in json.loads(out.read_text())["results"]] == ["a", "b", "stop", "d"]
 
 
+@SLOW
 def test_case_id_that_looks_like_markup_is_printed_as_it_is(unsupervised_bundle, ball, tmp_path):
     csv = batch_csv(tmp_path, ball, ["[/oops]", "[bold]x"])
     out = tmp_path / "results.json"
@@ -105,6 +109,7 @@ def test_case_id_that_looks_like_markup_is_printed_as_it_is(unsupervised_bundle,
     assert [r["case_id"] for r in json.loads(out.read_text())["results"]] == ["[/oops]", "[bold]x"]
 
 
+@SLOW
 def test_failure_message_with_markup_is_printed_as_it_is(unsupervised_bundle, ball, tmp_path):
     path, _ = ball
     (tmp_path / "cases.csv").write_text(f"case_id,scan,x,y,z\n[/x],{path},1,2,[3]\n")
@@ -114,6 +119,7 @@ def test_failure_message_with_markup_is_printed_as_it_is(unsupervised_bundle, ba
     assert result.exit_code == 1 and "case [/x]: x, y, z must be numbers" in _text(result)
 
 
+@SLOW
 def test_json_at_a_folder_is_refused_before_any_work(unsupervised_bundle, ball, tmp_path):
     csv = batch_csv(tmp_path, ball, ["a"])
     (tmp_path / "out.json").mkdir()
@@ -128,6 +134,7 @@ def test_json_at_a_folder_is_refused_before_any_work(unsupervised_bundle, ball, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.csv", "out.json"]
 
 
+@SLOW
 @pytest.mark.parametrize(
     "code, cause",
     [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")],
@@ -150,6 +157,7 @@ def test_full_or_read_only_output_is_one_line_exit_2_no_temporary(
     assert list((tmp_path / "out").iterdir()) == []  # no temporary, no lock left behind
 
 
+@SLOW
 def test_concurrent_run_into_the_same_json_is_refused(unsupervised_bundle, ball, tmp_path):
     csv = batch_csv(tmp_path, ball, ["a"])
     out = tmp_path / "results.json"

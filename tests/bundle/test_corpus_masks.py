@@ -99,6 +99,7 @@ def test_component_option_is_parsed():
         parse_component("biggest")
 
 
+@pytest.mark.slow  # trains the session's supervised bundle
 def test_prediction_uses_the_chosen_component(mtl_bundle, scan_volume, tmp_path):
     import tumorchar
 

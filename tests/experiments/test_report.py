@@ -91,9 +91,7 @@ def test_reproduce_refuses_bad_options(tmp_path):
     assert result.exit_code == 2 and "--mri-shape" in result.output
 
 
-def test_rows_carry_structure_and_the_report_renders_names_from_it(
-    tmp_path, lung_like, class_like
-):
+def test_rows_carry_structure_and_the_report_renders_names_from_it(tmp_path, lung_like, class_like):
     from tumorchar.experiments.results import LABEL_COLUMNS
 
     _write_run(tmp_path, lung_like, class_like)
