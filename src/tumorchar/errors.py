@@ -48,3 +48,12 @@ class TrainingError(TumorcharError):
 
 class StageError(TumorcharError):
     """A reproduce stage is declared wrongly (unknown input, duplicate name)."""
+
+
+class WeightsError(TumorcharError, RuntimeError):
+    """Pretrained weights cannot be fetched, verified or converted (the message says what to
+    do about it)."""
+
+
+class ForbiddenPickleGlobal(TumorcharError):
+    """A weights pickle named a global outside the allow-list; nothing was called."""

@@ -71,10 +71,14 @@ class Weights(StrEnum):
     RANDOM_INIT = "random-init"
     IMAGENET = "imagenet"
     SPORTS1M = "sports1m"
+    KINETICS400 = "kinetics400"
 
     @property
     def display(self) -> str:
         """How reports and method names spell it."""
-        return {"random-init": "random-init", "imagenet": "ImageNet", "sports1m": "Sports-1M"}[
-            self.value
-        ]
+        return {
+            "random-init": "random-init",
+            "imagenet": "ImageNet",
+            "sports1m": "Sports-1M",
+            "kinetics400": "Kinetics-400",
+        }[self.value]

@@ -43,6 +43,9 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
         "fill_value": -1000.0,
     }
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
+    network = manifest["settings"]["network"]  # the network and its weights, by content
+    assert network["name"] == "C3D" and network["weights"] == "random-init"
+    assert network["weights_file_sha256"] is None and len(network["initial_weights_sha256"]) == 64
     # the shipped model is the recipe E1's proposed row evaluates, and the manifest says so
     recipe = manifest["settings"]["model_recipe"]
     assert recipe["recipe"] == "graph-sparse-mtl" and recipe["uses_psi"] is True

@@ -61,13 +61,19 @@ def test_e3_clusters_each_vgg_layer_with_and_without_relu(class_like):
         namings=("label_free",),
     )
     table = _table(log)
-    assert list(table.index) == [
-        "VGG-fc7 (random-init)",
-        "VGG-fc7-ReLU (random-init)",
-        "VGG-fc8 (random-init)",
-        "VGG-fc8-ReLU (random-init)",
-    ]
+    tag = " (random-init; not comparable with the paper)"
+    assert list(table.index) == [f"VGG-{layer}{tag}" for layer in
+                                 ("fc7", "fc7-ReLU", "fc8", "fc8-ReLU")]  # fmt: skip
     assert set(table.columns) >= {"accuracy", "sensitivity", "specificity"}
+    # EfficientNet-Lite0 rows stand in for the VGG layers (their paper rows)
+    eff = {"pooled_linear": X, "pooled": np.clip(X, 0, 6), "logits": X[:, :8],
+           "logits_relu": np.maximum(X[:, :8], 0)}  # fmt: skip
+    log = run_e3(data, eff, folds, ResultLog("E3", "synthetic", "h"), "imagenet",
+                 namings=("label_free",), network="efficientnet-lite0")  # fmt: skip
+    rows = log.metrics_frame().drop_duplicates("method")
+    assert list(rows["method"]) == ["EffNet-L0-pool", "EffNet-L0-pool-ReLU6", "EffNet-L0-logits",
+                                    "EffNet-L0-logits-ReLU"]  # fmt: skip
+    assert list(rows["paper_row"]) == ["VGG-fc7", "VGG-fc7-ReLU", "VGG-fc8", "VGG-fc8-ReLU"]
 
 
 def test_paper_naming_of_a_clustering_equals_a_fresh_fit(class_like):

@@ -7,8 +7,9 @@ from typer.testing import CliRunner
 
 from tumorchar.cli import app
 
+# --allow-random-init: VGG16 (no ImageNet file here) runs at its seeded initialization
 ARGS = ["--data", "none", "--mri-cases", "20", "--mri-shape", "8,64,64", "--experiments", "E3",
-        "--folds", "3", "--psvm-restarts", "1"]  # fmt: skip
+        "--folds", "3", "--psvm-restarts", "1", "--allow-random-init"]  # fmt: skip
 
 
 def _stages(out) -> dict[str, bool]:
@@ -31,7 +32,7 @@ def test_toggling_bf16_recomputes_vgg_and_e3_and_nothing_upstream(tmp_path):
     assert second.exit_code == 0, second.output
     cached = _stages(tmp_path)
     recomputed = {name for name, reused in cached.items() if not reused}
-    assert recomputed == {"features: VGG16 fc7/fc8 (mri)", "experiment E3_mri"}
+    assert recomputed == {"features: VGG16 fc7/fc8, random-init (mri)", "experiment E3_mri"}
     assert cached["synthetic MRI"] and cached["patches: MRI (synthetic)"]
     e3_after = pd.read_parquet(tmp_path / "results.parquet").query("experiment == 'E3'")
     # the rows' settings hash covers the whole chain, so the bf16 rows say they are new

@@ -70,3 +70,37 @@ def test_c3d_random_init_is_keyed_by_its_seed():
     assert one.extractor == "c3d-cpu-random-init" and one.weights.value == "random-init"
     assert one.key(store) != two.key(store)
     assert one.network().weights_label == "random-init"
+
+
+@pytest.mark.usefixtures("empty_weights_dir")
+def test_pretrained_recipes_refuse_missing_weights_and_label_random_init(tmp_path):
+    store = FakePatchStore(n_cases=3, shape=(8, 24, 24), source="lidc")
+    for name in ("i3d", "i3d-static", "efficientnet"):
+        with pytest.raises(FileNotFoundError, match="make weights"):
+            recipes.recipe(name, store)
+    features = FeatureStore(tmp_path / "f")
+    r = recipes.recipe("i3d", store, allow_random_init=True, seed=1)
+    assert r.weights.value == "random-init" and r.extractor == "i3d-random-init"
+    out = r.run(features, store, progress=False)
+    assert out["mixed_5c"].values.shape == (3, 1024) and out["logits"].values.shape == (3, 400)
+    assert out["endpoint"].values.shape == (3, 832 * 2 * 2 * 2)  # cpu setting: Mixed_5b output
+    assert r.network() is not r.network()
+    static = recipes.recipe("i3d-static", store, allow_random_init=True).run(
+        features, store, progress=False
+    )
+    assert set(static) == {"mixed_5c", "logits", "logits_relu"}
+    eff = recipes.recipe("efficientnet", store, allow_random_init=True)
+    out = eff.run(features, store, progress=False)
+    assert set(out) == {"pooled_linear", "pooled", "logits", "logits_relu"}
+    assert recipes.recipe("efficientnet", store, allow_random_init=True, seed=2).key(
+        store
+    ) != eff.key(store)
+
+
+def test_pretrained_recipes_key_by_converted_weights(real_weights):
+    store = type("S", (), {"source": "lidc", "content_hash": "h"})()
+    r = recipes.recipe("i3d", store)
+    assert r.weights.value == "kinetics400"
+    assert r.settings["weights_sha256"] == recipes.file_sha256(real_weights["i3d-kinetics400-rgb"])
+    e = recipes.recipe("efficientnet", store)
+    assert e.weights.value == "imagenet" and e.extractor == "efficientnet-lite0"

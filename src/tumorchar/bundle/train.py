@@ -237,7 +237,7 @@ def train_mtl(
         raise TrainingError(
             f"patch store {store.folder} is a 2D store: C3D needs volumes (use --features gist)"
         )
-    network, network_settings = None, None
+    network, network_settings, network_record = None, None, None
     if kind == "gist":
         log(f"{len(ids)} cases; GIST of each case's slice")
         extractor = GistExtractor(GIST_SETTINGS)
@@ -252,6 +252,17 @@ def train_mtl(
         if sports1m is not None:
             c3d.load_sports1m(network, sports1m)
             weights_label = "sports1m"
+        from tumorchar.provenance import file_sha256, state_dict_sha256
+
+        # The network and the weights it started from, by content (a file is recorded by its
+        # sha256, a seeded initialization by the digest of its tensors).
+        network_record = {
+            "name": "C3D",
+            "preset": preset,
+            "weights": weights_label,
+            "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
+            "initial_weights_sha256": state_dict_sha256(network.state_dict()),
+        }
         finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
         c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
         network = network.cpu().eval()
@@ -292,6 +303,7 @@ def train_mtl(
         "settings": {
             "patch_store": store.settings,
             **({"c3d": network_settings} if network_settings else {}),
+            **({"network": network_record} if network_record else {}),
             "mtl": {"rho1": rho1, "rho2": rho2, "fit_intercept": True},
             "model_recipe": {**recipe.describe(), "fitted_with_psi": psi is not None},
             "cv_folds_requested": n_folds,

@@ -1,7 +1,8 @@
 """The `tumorchar` command-line program: thin Typer adapters over the library.
 
 One module per command group (`cohort`, `patches`, `features`, `reproduce`, `train`,
-`predict`); shared option types, choices and the error / progress helpers are in `_common`.
+`predict`, `weights`); shared option types, choices and the error / progress helpers are
+in `_common`.
 Commands import their heavy dependencies inside their bodies, so `tumorchar --help` stays
 instant. Nothing in the library imports this package.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import typer
 
 from tumorchar import __version__
-from tumorchar.cli import cohort, features, patches, predict, reproduce, train
+from tumorchar.cli import cohort, features, patches, predict, reproduce, train, weights
 from tumorchar.cli._common import guard_commands
 
 app = typer.Typer(
@@ -49,7 +50,7 @@ def main(
     progress.set_enabled(not no_progress)
 
 
-for module in (cohort, patches, features, reproduce, train, predict):
+for module in (cohort, patches, features, reproduce, train, predict, weights):
     module.register(app)
 guard_commands(app)
 

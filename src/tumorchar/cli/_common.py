@@ -70,6 +70,16 @@ class Preset(StrEnum):
     paper = "paper"
 
 
+class Network3D(StrEnum):
+    i3d = "i3d"
+    c3d = "c3d"
+
+
+class I3DSetting(StrEnum):
+    cpu = "cpu"
+    full = "full"
+
+
 class LungData(StrEnum):
     phantom = "phantom"
     none = "none"

@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from tumorchar.cli._common import Folds, LungData, Preset, Seed, fail
+from tumorchar.cli._common import (
+    AllowRandomInit,
+    Folds,
+    I3DSetting,
+    LungData,
+    Network3D,
+    Preset,
+    Seed,
+    fail,
+)
 
 
 def reproduce(
@@ -55,6 +64,25 @@ def reproduce(
     mri_shape: str | None = typer.Option(
         None, "--mri-shape", help="Synthetic MRI volume size 'Z,Y,X' (default 30,256,256)."
     ),
+    network_3d: Network3D = typer.Option(
+        Network3D.i3d,
+        "--network-3d",
+        help="E1's 3D network: i3d (Kinetics-400; `tumorchar weights fetch`) or c3d "
+        "(Sports-1M with --c3d-weights).",
+    ),
+    i3d_setting: I3DSetting = typer.Option(
+        I3DSetting.cpu,
+        "--i3d-setting",
+        help="cpu: 16x64x64 clips, top block fine-tuned on a cached trunk; full (GPU): "
+        "32x224x224 clips, every layer.",
+    ),
+    i3d_epochs: int | None = typer.Option(
+        None,
+        "--i3d-epochs",
+        min=1,
+        help="I3D fine-tuning epochs per fold (default: setting's).",
+    ),
+    allow_random_init: AllowRandomInit = False,
     c3d_preset: Preset = typer.Option(Preset.cpu, "--c3d-preset", help="cpu or paper (GPU)."),
     c3d_epochs: int = typer.Option(3, "--c3d-epochs", min=1, help="Fine-tuning epochs per fold."),
     c3d_weights: Path | None = typer.Option(
@@ -62,14 +90,14 @@ def reproduce(
         "--c3d-weights",
         exists=True,
         dir_okay=False,
-        help="Sports-1M C3D weights (c3d.pickle); else random init.",
+        help="Sports-1M C3D weights (c3d.pickle): E1's 3D rows use C3D.",
     ),
     vgg_weights: Path | None = typer.Option(
         None,
         "--vgg-weights",
         exists=True,
         dir_okay=False,
-        help="ImageNet VGG16 state dict; else random init.",
+        help="ImageNet VGG16 state dict: VGG rows beside EfficientNet-Lite0 in E3/E4.",
     ),
     vgg_bf16: bool = typer.Option(
         False, "--vgg-bf16", help="VGG in bfloat16 autocast (faster on CPU, ~1 % feature error)."
@@ -115,6 +143,10 @@ def reproduce(
         max_cases=max_cases,
         mri_cases=mri_cases,
         mri_shape=shape,
+        network3d=network_3d.value,
+        i3d_setting=i3d_setting.value,
+        i3d_epochs=i3d_epochs,
+        allow_random_init=allow_random_init,
         c3d_preset=c3d_preset.value,
         c3d_epochs=c3d_epochs,
         c3d_weights=c3d_weights,

@@ -84,41 +84,57 @@ class E1Method:
         return MethodLabels(feature=self.feature, estimator=self.recipe.name, weights=self.weights)
 
 
-def default_methods(c3d_label: str = "random-init") -> list[E1Method]:
+#: E1's 3D networks: feature-slot prefix → how a row names the network's features.
+NETWORKS_3D = {"i3d": "I3D Mixed_5c", "c3d": "C3D fc6"}
+
+
+def default_methods(c3d_label: str = "random-init", network: str = "c3d") -> list[E1Method]:
     """Table II's eight methods, the proposed model without the Eq. 5 term Ψ (which is known
     for training cases only: the model is applied without it), and the size-only and
     six-attribute reference rows.
 
-    ``c3d_label`` names the C3D weights before fine-tuning: "Sports-1M" with the public
-    weights file, otherwise "random-init" (the network at its seeded initialization)."""
-    pre = f"C3D fc6 ({c3d_label}, not fine-tuned)"
-    fine = "C3D fc6 (fine-tuned)"
+    The paper's 3D CNN rows use the features of ``network`` (`NETWORKS_3D`): "i3d"
+    (Kinetics-400, the default of `tumorchar reproduce`; features "i3d_pretrained",
+    "i3d_finetuned") or "c3d" (Sports-1M with the user's weights file; "c3d_pretrained",
+    "c3d_finetuned"). ``c3d_label`` names its weights before fine-tuning (value or display
+    name); "random-init" (the seeded initialization, only when asked for) marks the rows as
+    not comparable with the paper's pretrained network."""
+    if network not in NETWORKS_3D:
+        raise ValueError(f"network must be one of {sorted(NETWORKS_3D)}, got {network!r}")
+    title = NETWORKS_3D[network]
     w_pre = _weights_value(c3d_label)
     w_fine = f"{w_pre}+finetuned"
+    if w_pre == "random-init":
+        pre = f"{title} (random-init, not fine-tuned; not comparable with the paper)"
+        fine = f"{title} (random-init, fine-tuned; not comparable with the paper)"
+    else:
+        pre = f"{title} ({c3d_label}, not fine-tuned)"
+        fine = f"{title} ({c3d_label}, fine-tuned)"
+    f_pre, f_fine = f"{network}_pretrained", f"{network}_finetuned"
     return [
         E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
-        E1Method(f"{pre} + Lasso", "c3d_pretrained", LASSO, "3D CNN + LASSO (pre)", w_pre),
-        E1Method(f"{pre} + Ridge", "c3d_pretrained", RIDGE, "3D CNN + RR (pre)", w_pre),
-        E1Method(f"{fine} + Lasso", "c3d_finetuned", LASSO, "3D CNN + LASSO (fine)", w_fine),
-        E1Method(f"{fine} + Ridge", "c3d_finetuned", RIDGE, "3D CNN + RR (fine)", w_fine),
+        E1Method(f"{pre} + Lasso", f_pre, LASSO, "3D CNN + LASSO (pre)", w_pre),
+        E1Method(f"{pre} + Ridge", f_pre, RIDGE, "3D CNN + RR (pre)", w_pre),
+        E1Method(f"{fine} + Lasso", f_fine, LASSO, "3D CNN + LASSO (fine)", w_fine),
+        E1Method(f"{fine} + Ridge", f_fine, RIDGE, "3D CNN + RR (fine)", w_fine),
         E1Method(
             f"{fine} + trace-norm MTL",
-            "c3d_finetuned",
+            f_fine,
             TRACE_NORM_MTL,
             "3D CNN MTL trace norm",
             w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
-            "c3d_finetuned",
+            f_fine,
             PROPOSED_MTL,
             "Proposed",
             w_fine,
         ),
         E1Method(
             f"{fine} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
-            "c3d_finetuned",
+            f_fine,
             MTL_WITHOUT_PSI,
             None,
             w_fine,

@@ -22,6 +22,14 @@ from tumorchar.experiments.protocol import Fold, classification_metrics, split_f
 from tumorchar.experiments.results import MethodLabels, ResultLog
 
 FEATURES = {"GIST": "gist", "VGG-fc7": "fc7_relu", "VGG-fc8": "fc8_relu"}
+#: Stand-ins for the paper's VGG rows when no ImageNet VGG16 file is given: display name →
+#: (feature key, the paper's row). EfficientNet-Lite0 pooled (after ReLU6) ≈ fc7 after ReLU,
+#: its logits after ReLU ≈ fc8 after ReLU; I3D static-clip Mixed_5c ≈ fc7 after ReLU.
+PRETRAINED_FEATURES = {
+    "EffNet-L0-pool": ("efficientnet-lite0/pooled", "VGG-fc7"),
+    "EffNet-L0-logits": ("efficientnet-lite0/logits_relu", "VGG-fc8"),
+    "I3D-static-Mixed5c": ("i3d-static/mixed_5c", "VGG-fc7"),
+}
 
 
 @dataclass(frozen=True)
@@ -98,18 +106,25 @@ def run_e4(
     rf_trees: int = 100,
     on_step: Callable[[str], None] | None = None,
 ) -> ResultLog:
-    """Cross-validate SVM and RF on each available feature of `FEATURES`.
+    """Cross-validate SVM and RF on each available feature of `FEATURES` and
+    `PRETRAINED_FEATURES`.
 
-    ``features`` maps "gist", "fc7_relu", "fc8_relu" to (n, d) arrays; ``feature_label``
-    optionally tags a feature in the method name (e.g. {"fc7_relu": "random-init"})."""
+    ``features`` maps "gist", "fc7_relu", "fc8_relu" (VGG) and the keys of
+    `PRETRAINED_FEATURES` to (n, d) arrays; ``feature_label`` optionally tags a feature in
+    the method name unless pretrained (e.g. {"fc7_relu": "random-init"}) and is the rows'
+    weights label (default "imagenet" for network features)."""
     feature_label = feature_label or {}
     labels = np.asarray(data.labels, int)
+    rows = {display: (key, display) for display, key in FEATURES.items()}
+    rows |= PRETRAINED_FEATURES
     for fold in folds:
-        for display, key in FEATURES.items():
+        for display, (key, paper_display) in rows.items():
             if key not in features:
                 continue
             X_train, X_test = split_features(features[key], fold)
-            tag = f" ({feature_label[key]})" if key in feature_label else ""
+            label = feature_label.get(key, "" if key == "gist" else "imagenet")
+            pretrained = label in ("", "imagenet", "kinetics400")
+            tag = "" if pretrained else f" ({label})"
             for classifier in ("SVM", "RF"):
                 method = f"{display}{tag} + {classifier}"
                 if on_step:
@@ -123,7 +138,7 @@ def run_e4(
                     method,
                     fold.index,
                     metrics,
-                    f"{display} + {classifier}",
+                    f"{paper_display} + {classifier}",
                     data.case_ids[fold.test],
                     labels[fold.test],
                     score,
@@ -131,7 +146,7 @@ def run_e4(
                     labels=MethodLabels(
                         key,
                         classifier.lower(),
-                        weights=feature_label.get(key, "" if key == "gist" else "imagenet"),
+                        weights=label,
                         variant="adasyn" if oversample else "",
                     ),
                 )

@@ -21,6 +21,8 @@ import pandas as pd
 
 from tumorchar._io import atomic_path, write_text_atomic
 from tumorchar.experiments import paper_reference as paper
+from tumorchar.experiments.e3_deep_features import NETWORK_LAYERS
+from tumorchar.experiments.e4_upper_bound import PRETRAINED_FEATURES
 from tumorchar.experiments.protocol import Summary, summarize
 
 DATASET_TITLES = {
@@ -136,6 +138,7 @@ def _paper_value(value, percent: bool, digits: int) -> str:
 FEATURE_TITLES = {
     "gist": "GIST",
     "c3d_finetuned": "C3D fc6 (fine-tuned)",
+    "i3d_finetuned": "I3D Mixed_5c (fine-tuned)",
     "diameter": "Reference: size only (equivalent diameter)",
     "attributes": "Reference: radiologists' six mean attributes",
     "hu_stats": "Reference: HU statistics inside the outline (mean, max, count)",
@@ -144,8 +147,21 @@ FEATURE_TITLES = {
     "fc7_relu": "VGG-fc7-ReLU",
     "fc8": "VGG-fc8",
     "fc8_relu": "VGG-fc8-ReLU",
+    **{
+        f"{network}/{key}": name
+        for network, layers in NETWORK_LAYERS.items()
+        if network != "vgg16"
+        for name, (key, _paper_row) in layers.items()
+    },
 }
-E4_FEATURE_TITLES = {"gist": "GIST", "fc7_relu": "VGG-fc7", "fc8_relu": "VGG-fc8"}
+E4_FEATURE_TITLES = {
+    "gist": "GIST",
+    "fc7_relu": "VGG-fc7",
+    "fc8_relu": "VGG-fc8",
+    **{key: name for name, (key, _paper_row) in PRETRAINED_FEATURES.items()},
+}
+#: E1's 3D-CNN features by slot prefix (`e1_mtl.NETWORKS_3D`).
+_NETWORK_3D_TITLES = {"c3d": "C3D fc6", "i3d": "I3D Mixed_5c"}
 ESTIMATOR_TITLES = {
     "lasso": "Lasso",
     "ridge": "Ridge",
@@ -172,8 +188,12 @@ def _weights_title(weights: str) -> str:
 
 
 def _weights_tag(weights: str) -> str:
-    """ " (random-init)" for features of a network without pretrained weights, else ""."""
-    return "" if weights in ("", "imagenet") else f" ({_weights_title(weights)})"
+    """ " (random-init; not comparable with the paper)" for features of a network without
+    pretrained weights, else ""."""
+    if weights.removesuffix("+finetuned") in ("", "imagenet", "kinetics400"):
+        return ""
+    title = _weights_title(weights)
+    return f" ({title}; not comparable with the paper)" if title == "random-init" else f" ({title})"
 
 
 def display_name(row: Mapping) -> str:
@@ -186,8 +206,13 @@ def display_name(row: Mapping) -> str:
         return str(row["method"])
     if experiment.startswith("E1"):
         title = FEATURE_TITLES.get(feature, feature)
-        if feature == "c3d_pretrained":
-            title = f"C3D fc6 ({_weights_title(weights)}, not fine-tuned)"
+        net = _NETWORK_3D_TITLES.get(feature.split("_")[0], "")
+        if net and feature.endswith("_pretrained"):
+            title = f"{net} ({_weights_title(weights)}, not fine-tuned)"
+        elif net and feature.endswith("_finetuned"):
+            title = f"{net} ({_weights_title(weights)}, fine-tuned)"
+        if net and weights.startswith("random-init"):
+            title += "; not comparable with the paper"
         if feature == "deep2d":
             title += _weights_tag(weights)
         return f"{title} + {ESTIMATOR_TITLES.get(estimator, estimator)}"
@@ -409,7 +434,7 @@ def plot_predicted_vs_true(predictions, method: str, path: Path, title: str) -> 
 
 
 def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
-    """Fig. 5-style grouped bars: for each VGG layer variant, accuracy / sensitivity /
+    """Fig. 5-style grouped bars: for each network layer variant, accuracy / sensitivity /
     specificity (fold means), one panel per dataset."""
     plt = _pyplot()
     part = results[results["experiment"] == "E3"]
@@ -433,10 +458,10 @@ def plot_fig5(results, datasets, path: Path, naming_suffix: str = "") -> bool:
         first = _first_rows(part[part["dataset"] == dataset])
         tags = sorted({_weights_tag(w) for w in _label(first, "weights")} - {""})
         names = [FEATURE_TITLES.get(first.loc[m].get("feature", ""), m) for m in layers]
-        ax.set_xticks(x, names, fontsize=8)
+        ax.set_xticks(x, names, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("%")
         ax.set_ylim(0, 112)
-        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on VGG features"
+        title = f"{DATASET_TITLES.get(dataset, dataset)}: clustering on deep features"
         ax.set_title(title + "".join(tags), fontsize=9)
         ax.legend(fontsize=8, loc="upper left", ncols=3)
     _save(fig, path)
@@ -512,8 +537,8 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         )
         blocks.append(
             f"Protocol: {protocol.get('n_splits')}-fold cross-validation, {split}, seed "
-            f"{protocol.get('seed')}. Scaling, k-means, ADASYN, the task graph and C3D "
-            "fine-tuning are fitted inside each training fold."
+            f"{protocol.get('seed')}. Scaling, k-means, ADASYN, the task graph and the 3D "
+            "CNN's fine-tuning are fitted inside each training fold."
         )
     if run.get("weights"):
         notes = "; ".join(f"{k}: {v}" for k, v in run["weights"].items())
@@ -564,7 +589,11 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
     for experiment, title, reference in (
         ("E2", "E2 — unsupervised classification with GIST (Table III)", paper.TABLE_III),
-        ("E3", "E3 — clustering on VGG features (Fig. 5)", None),
+        (
+            "E3",
+            "E3 — clustering on deep features (Fig. 5: VGG; here EfficientNet-Lite0, I3D)",
+            None,
+        ),
         ("E4", "E4 — supervised upper bound (Table IV)", paper.TABLE_IV),
     ):
         if not (results["experiment"] == experiment).any():

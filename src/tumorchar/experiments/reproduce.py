@@ -9,7 +9,8 @@ Output folder layout::
                            crops (dataset "lung-maxslice": E1's 2D rows, E2, E3, E4, references)
     OUT/synthetic-mri/     without --mri: the synthetic generator's images and CSVs
     OUT/patches/mri/       MRI patch store (the user's MRI or the synthetic images)
-    OUT/features/          FeatureStore folders; c3d_finetuned/fold<k>/ (per training fold)
+    OUT/features/          FeatureStore folders; i3d_finetuned/fold<k>/ (or c3d_finetuned/)
+                           per training fold
     OUT/experiments/<E>_<dataset>/   metric and prediction tables of each experiment
     OUT/results.parquet    every metric of every fold, stage times, dataset counts
     OUT/predictions.parquet
@@ -59,7 +60,7 @@ from tumorchar.vocab import Weights
 EXPERIMENTS = ("E1", "E2", "E3", "E4")
 # E1 methods rerun with the other split (by patient ↔ plain stratified) to show what splitting
 # a patient's nodules across folds does; the features that need no fine-tuning keep it cheap.
-SPLIT_COMPARISON_FEATURES = ("gist", "c3d_pretrained", "diameter", "attributes")
+SPLIT_COMPARISON_FEATURES = ("gist", "c3d_pretrained", "i3d_pretrained", "diameter", "attributes")
 DEFAULT_MRI_CASES = 171  # the paper's cohort size (38 normal, 133 IPMN)
 
 
@@ -78,10 +79,18 @@ class ReproduceSettings:
     max_cases: int | None = None  # stratified subset of the lung cohort (tests, quick looks)
     mri_cases: int | None = None  # synthetic MRI subjects (default: the paper's 171)
     mri_shape: tuple[int, int, int] | None = None  # synthetic volume (z, y, x); None: default
+    # E1's 3D network: "i3d" (Kinetics-400, default) or "c3d" (Sports-1M with --c3d-weights;
+    # without a weights file only when random initialization is allowed).
+    network3d: str = "i3d"
+    i3d_setting: str = "cpu"  # clip size and fine-tuning schedule (`i3d.SETTINGS`)
+    i3d_epochs: int | None = None  # fine-tuning epochs per fold; None: the setting's
     c3d_preset: str = "cpu"
     c3d_epochs: int = 3
-    c3d_weights: Path | None = None  # Sports-1M c3d.pickle; None → seeded random init
-    vgg_weights: Path | None = None  # torchvision VGG16 state dict; None → random init
+    c3d_weights: Path | None = None  # Sports-1M c3d.pickle → E1's 3D rows use C3D
+    vgg_weights: Path | None = None  # torchvision VGG16 state dict; None → no VGG rows
+    # Networks without weights run at their seeded random initialization instead of
+    # stopping; their rows are marked as not comparable with the paper.
+    allow_random_init: bool = False
     vgg_batch_size: int = 16
     vgg_bf16: bool = False  # bfloat16 autocast for VGG on CPU (~1 % feature error, faster)
     rf_trees: int = 100
@@ -309,40 +318,98 @@ class Reproduction:
     # --- datasets -----------------------------------------------------------------------
 
     def lung(self) -> None:
-        from tumorchar.features.recipes import c3d_recipe, gist_recipe, vgg_recipe
+        from tumorchar.features.recipes import gist_recipe
 
-        s = self.settings
-        wanted = set(s.experiments)
+        wanted = set(self.settings.experiments)
         cohort = self.cohort()
         patches = self.lung_store(cohort)
         cases_name = self.cases("lung", patches, cohort)
         store = self.runner.values[patches]
         gist = self._features("features: GIST (lung)", patches, gist_recipe(store))
-        vgg = None
-        if wanted & {"E3", "E4"}:
-            recipe = self._vgg_recipe(store, vgg_recipe)
-            vgg = self._features("features: VGG16 fc7/fc8 (lung)", patches, recipe)
-            self.weights["VGG16"] = recipe.weights.value
+        deep = self._deep_2d("lung", patches, store) if wanted & {"E3", "E4"} else {}
         if "E1" in wanted:
-            recipe = c3d_recipe(
-                store,
-                preset=s.c3d_preset,
-                weights=s.c3d_weights,
-                allow_random_init=s.c3d_weights is None,
-                seed=s.seed,
-                batch_size=64,
-            )
-            label = recipe.weights.display
-            pre = self._features(f"features: C3D fc6, {label} (lung)", patches, recipe)
-            self.weights["C3D"] = label
-            self._e1(cases_name, patches, gist, pre, recipe)
-        self._classification("lung", cases_name, patches, gist, vgg, oversample=False)
+            if self._use_c3d():
+                self._e1_c3d(cases_name, patches, gist, store)
+            else:
+                self._e1_i3d(cases_name, patches, gist, store)
+        self._classification("lung", cases_name, patches, gist, deep, oversample=False)
         self._reference("lung", cases_name, patches)
+
+    def _use_c3d(self) -> bool:
+        s = self.settings
+        if s.network3d not in ("i3d", "c3d"):
+            raise ValueError(f"network3d must be 'i3d' or 'c3d', got {s.network3d!r}")
+        if s.network3d == "c3d" and s.c3d_weights is None and not s.allow_random_init:
+            raise FileNotFoundError(
+                "C3D needs Sports-1M weights (--c3d-weights c3d.pickle); to run it from its "
+                "random initialization anyway, pass --allow-random-init (its rows are then "
+                "marked as not comparable with the paper)"
+            )
+        return s.c3d_weights is not None or s.network3d == "c3d"
+
+    def _e1_c3d(self, cases_name, patches, gist, store) -> None:
+        from tumorchar.features.recipes import c3d_recipe
+
+        s = self.settings
+        recipe = c3d_recipe(
+            store,
+            preset=s.c3d_preset,
+            weights=s.c3d_weights,
+            allow_random_init=s.c3d_weights is None and s.allow_random_init,
+            seed=s.seed,
+            batch_size=64,
+        )
+        label = recipe.weights.display
+        pre = self._features(f"features: C3D fc6, {label} (lung)", patches, recipe)
+        self.weights["C3D"] = _weights_line(recipe, s.c3d_weights)
+        self._e1(cases_name, patches, gist, pre, recipe)
+
+    def _e1_i3d(self, cases_name, patches, gist, store) -> None:
+        from tumorchar.features.recipes import i3d_recipe
+
+        s = self.settings
+        recipe = i3d_recipe(
+            store, setting=s.i3d_setting, allow_random_init=s.allow_random_init, seed=s.seed
+        )
+        label = recipe.weights.display
+        pre = self._features(f"features: I3D Mixed_5c, {label} (lung)", patches, recipe)
+        self.weights["I3D"] = _weights_line(recipe)
+        self._e1(cases_name, patches, gist, pre, recipe)
+
+    def _deep_2d(self, dataset: str, patches: str, store) -> dict:
+        """Deep features of the central slices for E3 / E4: EfficientNet-Lite0 (ImageNet),
+        I3D static clips (Kinetics-400), and VGG16 with the user's ImageNet file (or at its
+        random initialization when asked for). {network: (stage name, weights label)}."""
+        from tumorchar.features.recipes import (
+            efficientnet_recipe,
+            i3d_static_recipe,
+            vgg_recipe,
+        )
+
+        s = self.settings
+        deep: dict[str, tuple[str, str]] = {}
+        plan = [
+            ("efficientnet-lite0", "EfficientNet-Lite0", efficientnet_recipe, {}),
+            ("i3d-static", "I3D static clips", i3d_static_recipe, {}),
+        ]
+        if s.vgg_weights is not None or s.allow_random_init:
+            options = {"weights": s.vgg_weights, "bf16": s.vgg_bf16,
+                       "inference_batch": s.vgg_batch_size}  # fmt: skip
+            plan.append(("vgg16", "VGG16 fc7/fc8", vgg_recipe, options))
+        for network, title, build, options in plan:
+            recipe = build(store, allow_random_init=s.allow_random_init, seed=s.seed, **options)
+            label = recipe.weights.display
+            name = self._features(f"features: {title}, {label} ({dataset})", patches, recipe)
+            deep[network] = (name, recipe.weights.value)
+            key = {"efficientnet-lite0": "EfficientNet-Lite0", "i3d-static": "I3D",
+                   "vgg16": "VGG16"}[network]  # fmt: skip
+            self.weights.setdefault(key, _weights_line(recipe, options.get("weights")))
+        return deep
 
     def lung_maxslice(self) -> None:
         """The REAL 2D dataset: every experiment 2D data supports (E1's 2D rows, E2, E3, E4)
         and the reference rows, on the LIDC max-slice crops."""
-        from tumorchar.features.recipes import gist_recipe, vgg_recipe
+        from tumorchar.features.recipes import gist_recipe
 
         dataset = "lung-maxslice"
         wanted = set(self.settings.experiments)
@@ -350,58 +417,60 @@ class Reproduction:
         cases_name = self.cases(dataset, patches, self.cohort())
         store = self.runner.values[patches]
         gist = self._features("features: GIST (lung, max-slice)", patches, gist_recipe(store))
-        vgg = None
-        if wanted & {"E1", "E3", "E4"}:
-            recipe = self._vgg_recipe(store, vgg_recipe)
-            vgg = self._features("features: VGG16 fc7/fc8 (lung, max-slice)", patches, recipe)
-            self.weights["VGG16"] = recipe.weights.value
-        if "E1" in wanted:
-            self._e1_2d(dataset, cases_name, patches, gist, vgg)
-        self._classification(dataset, cases_name, patches, gist, vgg, oversample=False)
+        deep = self._deep_2d(dataset, patches, store) if wanted & {"E1", "E3", "E4"} else {}
+        if "E1" in wanted and deep:
+            self._e1_2d(dataset, cases_name, patches, gist, deep)
+        self._classification(dataset, cases_name, patches, gist, deep, oversample=False)
         self._reference(dataset, cases_name, patches)
 
     def mri(self) -> None:
-        from tumorchar.features.recipes import gist_recipe, vgg_recipe
+        from tumorchar.features.recipes import gist_recipe
 
         patches = self.mri_store()
         cases_name = self.cases("mri", patches, None)
         store = self.runner.values[patches]
         gist = self._features("features: GIST (mri)", patches, gist_recipe(store))
-        vgg = None
+        deep = {}
         if set(self.settings.experiments) & {"E3", "E4"}:
-            recipe = self._vgg_recipe(store, vgg_recipe)
-            vgg = self._features("features: VGG16 fc7/fc8 (mri)", patches, recipe)
-        self._classification("mri", cases_name, patches, gist, vgg, oversample=True)
-
-    def _vgg_recipe(self, store, vgg_recipe):
-        s = self.settings
-        return vgg_recipe(
-            store,
-            weights=s.vgg_weights,
-            allow_random_init=s.vgg_weights is None,
-            seed=s.seed,
-            bf16=s.vgg_bf16,
-            inference_batch=s.vgg_batch_size,
-        )
+            deep = self._deep_2d("mri", patches, store)
+        self._classification("mri", cases_name, patches, gist, deep, oversample=True)
 
     # --- experiments --------------------------------------------------------------------
 
     def _e1(self, cases_name, patches, gist, pre, c3d) -> None:
+        """E1 with the 3D network of recipe ``c3d`` (I3D or C3D) in the 3D-CNN rows."""
         from tumorchar.experiments.e1_mtl import E1Data, default_methods, run_e1
+        from tumorchar.features import i3d
 
         s = self.settings
-        methods = default_methods(c3d.weights.display)
-        finetune = {"epochs": s.c3d_epochs, "seed": s.seed, "mode": "binary"}
+        is_i3d = c3d.name == "i3d"
+        network = "i3d" if is_i3d else "c3d"
+        methods = default_methods(c3d.weights.display, network)
+        if is_i3d:
+            epochs = s.i3d_epochs or i3d.get_setting(s.i3d_setting).epochs
+            finetune = {"setting": s.i3d_setting, "epochs": epochs, "seed": s.seed,
+                        "mode": "binary"}  # fmt: skip
+        else:
+            finetune = {"epochs": s.c3d_epochs, "seed": s.seed, "mode": "binary"}
         inputs = (cases_name, patches, gist, pre)
 
         def features_of(values) -> tuple[E1Data, dict]:
             cases: Cases = values[cases_name]
             ids = cases.case_ids
             scores, psi = scores_and_psi(cases)
+            if is_i3d:
+                outputs = _aligned_outputs(values[pre], ids)
+                pretrained = outputs["mixed_5c"]
+                finetuned = self._finetuned_i3d(
+                    values[patches], ids, scores, c3d, outputs.get("endpoint"), finetune
+                )
+            else:
+                pretrained = _aligned(values[pre], ids)
+                finetuned = self._finetuned(values[patches], ids, scores, c3d, finetune)
             features = {
                 "gist": _aligned(values[gist], ids),
-                "c3d_pretrained": _aligned(values[pre], ids),
-                "c3d_finetuned": self._finetuned(values[patches], ids, scores, c3d, finetune),
+                f"{network}_pretrained": pretrained,
+                f"{network}_finetuned": finetuned,
                 "diameter": cases.table["equivalent_diameter_mm"].to_numpy(float),
             }
             data = E1Data(np.array(ids), scores, cases.labels, cases.groups, psi)
@@ -431,16 +500,82 @@ class Reproduction:
         settings = {"methods": [m.name for m in split_methods], "protocol": other.as_dict()}
         self._experiment("E1_other_split_lung", inputs, settings, run_other)
 
+    def _finetuned_i3d(self, store, case_ids, scores, recipe, endpoint, finetune):
+        """`FoldFeatures` that fine-tune I3D on the training fold only (7 tasks, binary at the
+        mid-point pivots) and take pooled Mixed_5c of both sides. The `cpu` setting trains the
+        top block on the endpoint cached by the recipe (frozen, label-free trunk: one pass
+        for all folds); `full` trains every layer on clips made batch by batch. Each fold is a
+        nested stage keyed by its training cases."""
+        import torch
+
+        from tumorchar.features import i3d
+        from tumorchar.features.recipes import volumes_of
+
+        cfg = i3d.get_setting(finetune["setting"])
+        shape = i3d.endpoint_shape(cfg)
+        window = {"intensity_window": None} if store.source == "mri" else {}
+
+        def clips_of(ids):
+            return i3d.volumes_to_clips(volumes_of(store, ids), cfg.frames, cfg.size, **window)
+
+        def compute(fold: Fold):
+            train_ids = [case_ids[i] for i in fold.train]
+
+            def run(_values, context: StageContext):
+                model = recipe.network()
+                args = {"mode": finetune["mode"], "setting": cfg, "epochs": finetune["epochs"],
+                        "seed": finetune["seed"] + fold.index}  # fmt: skip
+                if shape is not None:
+                    x = torch.from_numpy(np.ascontiguousarray(endpoint)).reshape(-1, *shape)
+                    i3d.finetune(model, x[fold.train], scores[fold.train], **args)
+                    feats = i3d.extract(model, x, 64, start=cfg.start)["mixed_5c"]
+                else:
+                    i3d.finetune(
+                        model, lambda idx: clips_of([train_ids[i] for i in idx.tolist()]),
+                        scores[fold.train], **args,
+                    )  # fmt: skip
+                    chunks = [case_ids[a : a + 64] for a in range(0, len(case_ids), 64)]
+                    feats = np.concatenate([i3d.extract(model, clips_of(c))["mixed_5c"]
+                                            for c in chunks])  # fmt: skip
+                save_npz_atomic(context.folder / "features.npz", {"mixed_5c": feats})
+                return feats
+
+            def load(folder: Path):
+                with np.load(folder / "features.npz", allow_pickle=False) as data:
+                    return data["mixed_5c"]
+
+            settings = {
+                "recipe": recipe.stage_settings(),
+                "finetune": finetune,
+                "store": store.content_hash,
+                "train_ids": train_ids,
+                "case_ids": list(case_ids),
+            }
+            title = f"I3D fine-tuning, fold {fold.index + 1} (lung)"
+            folder = f"features/i3d_finetuned/fold{fold.index}"
+            feats = self.runner.run(Stage(title, run, settings, load=load, folder=folder))
+            return feats[fold.train], feats[fold.test]
+
+        return FoldFeatures(compute, "fine-tuned")
+
     def _e1_2d(self, dataset, cases_name, patches, gist, deep) -> None:
-        """E1's 2D rows (`e1_mtl.two_d_methods`): GIST and deep 2D features (the fc7 output
-        of the 2D network's recipe, after ReLU) with Lasso, Ridge, trace-norm and the proposed
-        MTL, and the reference rows (size, HU statistics inside the outline, attributes)."""
+        """E1's 2D rows (`e1_mtl.two_d_methods`): GIST and the first deep 2D network of
+        `_deep_2d` (EfficientNet-Lite0 pooled, else VGG16 fc7, after the activation) with
+        Lasso, Ridge, trace-norm and the proposed MTL, and the reference rows (size, HU
+        statistics inside the outline, attributes)."""
         from tumorchar.experiments.e1_mtl import E1Data, run_e1, two_d_methods
         from tumorchar.experiments.reference import hu_statistics
 
-        label = f"VGG16 fc7 ({self.weights.get('VGG16', 'random-init')})"
-        methods = two_d_methods(label, self.weights.get("VGG16", "random-init"))
-        inputs = (cases_name, patches, gist, deep)
+        outputs = {
+            "efficientnet-lite0": ("pooled", "EfficientNet-Lite0 pooled"),
+            "vgg16": ("fc7_relu", "VGG16 fc7"),
+            "i3d-static": (None, "I3D static"),
+        }
+        network = next(n for n in ("efficientnet-lite0", "vgg16", "i3d-static") if n in deep)
+        stage, weights = deep[network]
+        output, title = outputs[network]
+        methods = two_d_methods(title, weights)
+        inputs = (cases_name, patches, gist, stage)
 
         def run(values, key):
             cases: Cases = values[cases_name]
@@ -448,7 +583,7 @@ class Reproduction:
             scores, psi = scores_and_psi(cases)
             features = {
                 "gist": _aligned(values[gist], ids),
-                "deep2d": _aligned_outputs(values[deep], ids)["fc7_relu"],
+                "deep2d": _deep_output(values[stage], ids, output),
                 "diameter": cases.table["equivalent_diameter_mm"].to_numpy(float),
                 "hu_stats": hu_statistics(store.slices(ids), store.masks2d(ids)),
             }
@@ -522,15 +657,16 @@ class Reproduction:
 
         return FoldFeatures(compute, "fine-tuned")
 
-    def _classification(self, dataset, cases_name, patches, gist, vgg, oversample) -> None:
-        """E2 (GIST), E3 (VGG) and E4 (supervised upper bounds) of one dataset."""
+    def _classification(self, dataset, cases_name, patches, gist, deep, oversample) -> None:
+        """E2 (GIST), E3 (deep features) and E4 (supervised upper bounds) of one dataset;
+        ``deep`` = {network: (feature stage, weights label)} (`_deep_2d`)."""
         from tumorchar.experiments.e2_unsupervised import run_e2
         from tumorchar.experiments.e3_deep_features import run_e3
         from tumorchar.experiments.e4_upper_bound import ClassData, run_e4
 
         s = self.settings
         wanted = set(s.experiments)
-        vgg_label = self.weights.get("VGG16") if vgg else None
+        deep_stages = tuple(stage for stage, _ in deep.values())
 
         @cache
         def hints() -> np.ndarray:  # the label-free naming prior, computed once if needed
@@ -559,36 +695,40 @@ class Reproduction:
 
             settings = {"seed": s.seed, "rf_trees": s.rf_trees, "psvm_restarts": s.psvm_restarts}
             self._experiment(f"E2_{dataset}", (cases_name, patches, gist), settings, run2)
-        if "E3" in wanted and vgg:
+        if "E3" in wanted and deep:
 
             def run3(values, key):
                 ids = values[cases_name].case_ids
                 log = self._log("E3", dataset, key)
-                outputs = _aligned_outputs(values[vgg], ids)
-                return run_e3(
-                    data(values, True), outputs, folds(values), log, vgg_label,
-                    seed=s.seed, on_step=self.on_step,
-                )  # fmt: skip
+                for network, (stage, label) in deep.items():
+                    run_e3(
+                        data(values, True), _aligned_outputs(values[stage], ids), folds(values),
+                        log, label, seed=s.seed, on_step=self.on_step, network=network,
+                    )  # fmt: skip
+                return log
 
-            self._experiment(f"E3_{dataset}", (cases_name, patches, vgg), {"seed": s.seed}, run3)
+            inputs = (cases_name, patches, *deep_stages)
+            self._experiment(f"E3_{dataset}", inputs, {"seed": s.seed}, run3)
         if "E4" in wanted:
-            inputs = (cases_name, gist) + ((vgg,) if vgg else ())
-            tags = (
-                {}
-                if vgg_label in (None, "imagenet")
-                else dict.fromkeys(("fc7_relu", "fc8_relu"), vgg_label)
-            )
+            inputs = (cases_name, gist, *deep_stages)
+            weights_of = {}  # feature → weights label of its network
+            for network, (_, label) in deep.items():
+                keys = ("fc7_relu", "fc8_relu") if network == "vgg16" else _E4_KEYS[network]
+                weights_of |= dict.fromkeys(keys, label)
 
             def run4(values, key):
                 ids = values[cases_name].case_ids
                 features = {"gist": _aligned(values[gist], ids)}
-                if vgg:
-                    outputs = _aligned_outputs(values[vgg], ids)
-                    features |= {k: outputs[k] for k in ("fc7_relu", "fc8_relu")}
+                for network, (stage, _) in deep.items():
+                    outputs = _aligned_outputs(values[stage], ids)
+                    if network == "vgg16":
+                        features |= {k: outputs[k] for k in ("fc7_relu", "fc8_relu")}
+                    else:
+                        features |= {k: outputs[k.split("/")[1]] for k in _E4_KEYS[network]}
                 log = self._log("E4", dataset, key)
                 return run_e4(
                     data(values, False), features, folds(values), log, oversample, s.seed,
-                    tags, s.rf_trees, on_step=self.on_step,
+                    weights_of, s.rf_trees, on_step=self.on_step,
                 )  # fmt: skip
 
             settings = {"seed": s.seed, "rf_trees": s.rf_trees, "oversample": oversample}
@@ -708,9 +848,48 @@ def _aligned_outputs(outputs: dict, case_ids: list[str]) -> dict[str, np.ndarray
     return aligned
 
 
+def _deep_output(outputs: dict, case_ids: list[str], output: str | None) -> np.ndarray:
+    """One output of a deep recipe (its only one when `output` is None), rows aligned."""
+    aligned = _aligned_outputs(outputs, case_ids)
+    return aligned[output] if output in aligned else next(iter(aligned.values()))
+
+
 def _aligned(outputs: dict, case_ids: list[str]) -> np.ndarray:
     """The single output of a one-output recipe, rows in the order of ``case_ids``."""
     return next(iter(_aligned_outputs(outputs, case_ids).values()))
+
+
+#: E4 feature keys (`e4_upper_bound.PRETRAINED_FEATURES`) per 2D network of `_deep_2d`.
+_E4_KEYS = {
+    "efficientnet-lite0": ("efficientnet-lite0/pooled", "efficientnet-lite0/logits_relu"),
+    "i3d-static": ("i3d-static/mixed_5c",),
+}
+
+_SOURCES = {
+    "i3d": ("I3D RGB", "i3d-kinetics400-rgb"),
+    "i3d-static": ("I3D RGB", "i3d-kinetics400-rgb"),
+    "efficientnet": ("EfficientNet-Lite0", "efficientnet-lite0-imagenet"),
+}
+
+
+def _weights_line(recipe, path: Path | None = None) -> str:
+    """The report's words for a network's weights: what they are, where they come from, and
+    the sha256 of the file; random initialization marked as not comparable with the paper."""
+    label = recipe.weights
+    if label is Weights.RANDOM_INIT:
+        seed = recipe.settings.get("seed")
+        return f"random-init (seed {seed}; not comparable with the paper's pretrained network)"
+    digest = (recipe.settings.get("weights_sha256") or "")[:12]
+    if recipe.name in _SOURCES:
+        from tumorchar.features import weights as wt
+
+        source = wt.SOURCES[_SOURCES[recipe.name][1]]
+        return (
+            f"{label.display} ({source.network}; from {source.requirement}, "
+            f"{Path(source.member).name}; converted file sha256 {digest}…)"
+        )
+    where = f"file {Path(path).name}, " if path is not None else ""
+    return f"{label.display} ({where}sha256 {digest}…)"
 
 
 def _run_record(settings, lung_store, mri_store, weights) -> dict:
@@ -778,12 +957,21 @@ def _size_settings_notes(settings: ReproduceSettings) -> list[str]:
         notes.append(f"Synthetic MRI volumes of {z}×{y}×{x} voxels (generator default 30×256×256).")
     if settings.psvm_restarts != 10:
         notes.append(f"∝SVM with {settings.psvm_restarts} random restarts per fit (default 10).")
-    if settings.lung != "none":
-        notes.append(
+    if settings.c3d_weights is not None or settings.network3d == "c3d":
+        net = (
             f"C3D preset '{settings.c3d_preset}', fine-tuned {settings.c3d_epochs} epoch(s) per "
-            f"training fold."
+            "training fold"
         )
-    notes.append(f"Random forests of {settings.rf_trees} trees.")
+    else:
+        from tumorchar.features.i3d import get_setting
+
+        cfg = get_setting(settings.i3d_setting)
+        trained = "every layer" if cfg.start == "Conv3d_1a_7x7" else f"{cfg.start} and the head"
+        net = (
+            f"I3D '{cfg.name}' setting: {cfg.frames}×{cfg.size}×{cfg.size} clips, {trained} "
+            f"fine-tuned {settings.i3d_epochs or cfg.epochs} epoch(s) per training fold"
+        )
+    notes.append(f"{net}; random forests of {settings.rf_trees} trees.")
     return notes
 
 

@@ -1,19 +1,22 @@
-"""Helpers shared by the network feature extractors (VGG16, C3D).
+"""Helpers shared by the network feature extractors (VGG16, C3D, I3D, EfficientNet).
 
-Intensity mapping, weight-file locations and loading, atomic safetensors writes, and local
-seeding. Nothing here unpickles: state dicts are read with `torch.load(weights_only=True)`
-(tensors and plain containers only, no code execution) or with safetensors.
+Intensity mapping, volume resizing, TensorFlow "SAME" padding, weight-file locations and
+loading, atomic safetensors writes, and local seeding. Nothing here unpickles: state dicts
+are read with `torch.load(weights_only=True)` (tensors and plain containers only, no code
+execution) or with safetensors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tumorchar._io import atomic_path
 from tumorchar.progress import progress_bar as _progress_bar
@@ -49,6 +52,40 @@ def to_unit_range(image: np.ndarray, window: tuple[float, float] | None) -> np.n
     if hi <= lo:
         return np.zeros_like(x)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def resize3d(u: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Resize (N, C, z, y, x) to `size`: axes that shrink are first box-averaged to their
+    target length (adaptive average pooling, which avoids aliasing the noise), then trilinear
+    interpolation (align_corners=False) brings every axis to `size`."""
+    shrunk = tuple(min(n, t) for n, t in zip(u.shape[2:], size, strict=True))
+    if shrunk != tuple(u.shape[2:]):
+        u = F.adaptive_avg_pool3d(u, shrunk)
+    if tuple(u.shape[2:]) == tuple(size):
+        return u
+    return F.interpolate(u, size=size, mode="trilinear", align_corners=False)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding of one axis: the output has ⌈size / stride⌉ positions and the
+    total padding p = max((⌈size / stride⌉ − 1)·stride + kernel − size, 0) is split with the
+    extra element at the end, (⌊p/2⌋, p − ⌊p/2⌋)."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(
+    x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], value: float = 0.0
+) -> torch.Tensor:
+    """Pad the last len(kernel) axes of `x` as TensorFlow's "SAME" does (`same_padding`), with
+    `value` (0 before a convolution, −inf before a max pool, whose padded cells TF ignores)."""
+    if len(kernel) != len(stride):
+        raise ValueError("kernel and stride need one entry per padded axis")
+    pads: list[int] = []  # F.pad order: last axis first
+    sizes = x.shape[-len(kernel) :]
+    for n, k, s in zip(reversed(sizes), reversed(kernel), reversed(stride), strict=True):
+        pads += same_padding(int(n), k, s)
+    return F.pad(x, pads, value=value) if any(pads) else x
 
 
 def weights_dir() -> Path:

@@ -49,6 +49,7 @@ from tumorchar.features._netutils import (
     pick_device,
     progress_bar,
     read_state_dict,
+    resize3d,
     resolve_weights,
     save_safetensors_atomic,
     to_unit_range,
@@ -208,7 +209,7 @@ def prepare_clips(
     intensity_window: tuple[float, float] | None = CT_WINDOW_HU,
 ) -> torch.Tensor:
     """Volumes (N, z, y, x) or a list of 3D arrays of any sizes → clips (N, 3, D, H, W) float32:
-    window to [0, 1], resize to `preset.resize` (`_resize3d`), centre crop to `preset.crop`,
+    window to [0, 1], resize to `preset.resize` (`resize3d`), centre crop to `preset.crop`,
     x = pixel_scale · (u − 0.5), gray copied to 3 channels (an expanded view, no copy)."""
     return _gray_clips(volumes, get_preset(preset), intensity_window).expand(-1, 3, -1, -1, -1)
 
@@ -231,21 +232,9 @@ def _gray_clips(
             u = torch.from_numpy(to_unit_range(vol, intensity_window))[None, None]
         except ValueError as err:
             raise ValueError(f"volume {i}: {err}") from err
-        r = _resize3d(u, p.resize)
+        r = resize3d(u, p.resize)
         out[i] = r[0, :, od : od + cd, oh : oh + ch, ow : ow + cw]
     return (out - 0.5) * p.pixel_scale
-
-
-def _resize3d(u: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-    """Resize (1, 1, z, y, x) to `size`: axes that shrink are first box-averaged to their
-    target length (adaptive average pooling, which avoids aliasing the noise), then trilinear
-    interpolation (align_corners=False) brings every axis to `size`."""
-    shrunk = tuple(min(n, t) for n, t in zip(u.shape[2:], size, strict=True))
-    if shrunk != tuple(u.shape[2:]):
-        u = F.adaptive_avg_pool3d(u, shrunk)
-    if tuple(u.shape[2:]) == tuple(size):
-        return u
-    return F.interpolate(u, size=size, mode="trilinear", align_corners=False)
 
 
 # ------------------------------------------------------------------------------ weights

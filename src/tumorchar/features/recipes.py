@@ -82,6 +82,14 @@ def slices_of(store, case_ids) -> np.ndarray | list[np.ndarray]:
         return [store.load(case_id).slice2d for case_id in case_ids]
 
 
+def volumes_of(store, case_ids) -> np.ndarray | list[np.ndarray]:
+    """Volumes of the cases (a list when their shapes differ, as MRI ROI stacks do)."""
+    try:
+        return store.volumes(case_ids)
+    except ValueError:
+        return [store.load(case_id).volume for case_id in case_ids]
+
+
 def window_of(store) -> tuple[dict[str, Any], dict[str, str]]:
     """(keyword arguments, setting) of the intensity window: CT stores keep the networks'
     HU window, MRI gets a per-image percentile window."""
@@ -233,11 +241,149 @@ def c3d_recipe(
     return FeatureRecipe("c3d", extractor, settings, compute, batch_size, label, network)
 
 
+def _loaded_weights(model) -> tuple[Weights, str | None]:
+    """(label, content hash) of a network loaded by `load_i3d` / `load_efficientnet_lite0`:
+    the converted file's sha256 enters the key, so new weights give new features."""
+    label = Weights(model.weights_label)
+    return label, (model.weights_sha256 or None)
+
+
+def i3d_recipe(
+    store,
+    *,
+    setting: str = "cpu",
+    weights: str | os.PathLike | None = None,
+    allow_random_init: bool = False,
+    seed: int = 0,
+    batch_size: int = 32,
+    inference_batch: int = 8,
+) -> FeatureRecipe:
+    """I3D (Kinetics-400) on the 3D volumes, as clips of the ``setting``'s size
+    (`i3d.SETTINGS`): ``mixed_5c`` (pooled, 1024-d: the "pre-trained" 3D feature),
+    ``logits`` (400 Kinetics classes) and, when the setting fine-tunes only the top,
+    ``endpoint``: the flattened output of the block before its first trained block, cached
+    once for every fold's fine-tuning (`i3d.finetune`).
+
+    ``weights``: a converted `.safetensors` file (None: the weights folder's); without one
+    this raises FileNotFoundError naming `make weights` / `tumorchar weights fetch`, unless
+    ``allow_random_init``. ``network()`` gives a fresh copy of the loaded network.
+    """
+    import copy
+
+    from tumorchar.features import i3d
+
+    cfg = i3d.get_setting(setting)
+    model = i3d.load_i3d(weights, allow_random_init=allow_random_init, seed=seed)
+    label, digest = _loaded_weights(model)
+    window_kw, window = window_of(store)
+    before = i3d.endpoint_before(cfg.start)
+    settings = {
+        "network": "i3d-rgb",
+        "setting": cfg.name,
+        "clip": [cfg.frames, cfg.size, cfg.size],
+        "endpoint": before,
+        "weights": label.value,
+        "weights_sha256": digest,
+        "seed": int(seed) if label is Weights.RANDOM_INIT else None,
+        **window,
+    }
+    extractor = "i3d" + ("-random-init" if label is Weights.RANDOM_INIT else "")
+
+    def compute(case_ids: list[str]):
+        clips = i3d.volumes_to_clips(volumes_of(store, case_ids), cfg.frames, cfg.size,
+                                     **window_kw)  # fmt: skip
+        out = i3d.extract(model, clips, inference_batch, stop=before)
+        if "endpoint" in out:
+            out["endpoint"] = out["endpoint"].reshape(len(case_ids), -1)
+        return out
+
+    return FeatureRecipe(
+        "i3d", extractor, settings, compute, batch_size, label, lambda: copy.deepcopy(model)
+    )
+
+
+def i3d_static_recipe(
+    store,
+    *,
+    size: int = 64,
+    weights: str | os.PathLike | None = None,
+    allow_random_init: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> FeatureRecipe:
+    """I3D (Kinetics-400) on the central 2D slices as static clips (`i3d.extract_slices`:
+    exact for an unbounded static clip, no frame count): ``mixed_5c`` (≈ VGG fc7_relu),
+    ``logits`` (≈ fc8) and ``logits_relu`` (≈ fc8_relu)."""
+    from tumorchar.features import i3d
+
+    model = i3d.load_i3d(weights, allow_random_init=allow_random_init, seed=seed)
+    label, digest = _loaded_weights(model)
+    window_kw, window = window_of(store)
+    settings = {
+        "network": "i3d-rgb",
+        "static": "one-frame-interior",
+        "size": int(size),
+        "weights": label.value,
+        "weights_sha256": digest,
+        "seed": int(seed) if label is Weights.RANDOM_INIT else None,
+        **window,
+    }
+    extractor = "i3d-static" + ("-random-init" if label is Weights.RANDOM_INIT else "")
+
+    def compute(case_ids: list[str]):
+        out = i3d.extract_slices(model, slices_of(store, case_ids), size, **window_kw)
+        out["logits_relu"] = np.maximum(out["logits"], 0.0)
+        return out
+
+    return FeatureRecipe("i3d-static", extractor, settings, compute, batch_size, label)
+
+
+def efficientnet_recipe(
+    store,
+    *,
+    weights: str | os.PathLike | None = None,
+    allow_random_init: bool = False,
+    seed: int = 0,
+    bf16: bool | None = None,
+    batch_size: int = 64,
+    inference_batch: int = 32,
+) -> FeatureRecipe:
+    """EfficientNet-Lite0 (ImageNet) of the central slices: ``pooled_linear`` (≈ VGG fc7),
+    ``pooled`` (≈ fc7_relu), ``logits`` (≈ fc8), ``logits_relu`` (≈ fc8_relu).
+    ``bf16``: bfloat16 autocast (None: on CUDA only); the resolved choice is a setting."""
+    from tumorchar.features import efficientnet as ef
+    from tumorchar.features._netutils import pick_device
+
+    model = ef.load_efficientnet_lite0(weights, allow_random_init=allow_random_init, seed=seed)
+    label, digest = _loaded_weights(model)
+    use_bf16 = pick_device(None).type == "cuda" if bf16 is None else bool(bf16)
+    window_kw, window = window_of(store)
+    settings = {
+        "network": "efficientnet-lite0",
+        "image_size": ef.IMAGE_SIZE,
+        "weights": label.value,
+        "weights_sha256": digest,
+        "seed": int(seed) if label is Weights.RANDOM_INIT else None,
+        "bf16": use_bf16,
+        **window,
+    }
+    extractor = "efficientnet-lite0" + ("-random-init" if label is Weights.RANDOM_INIT else "")
+
+    def compute(case_ids: list[str]):
+        slices = slices_of(store, case_ids)
+        return ef.extract_efficientnet(model, slices, inference_batch, bf16=use_bf16, **window_kw)
+
+    return FeatureRecipe("efficientnet", extractor, settings, compute, batch_size, label)
+
+
 #: Every named recipe: name → builder(store, **options).
 RECIPES: dict[str, Callable[..., FeatureRecipe]] = {
     "gist": gist_recipe,
     "vgg": vgg_recipe,
     "c3d": c3d_recipe,
+    "i3d": i3d_recipe,
+    "i3d-static": i3d_static_recipe,
+    "efficientnet": efficientnet_recipe,
 }
 
 
