@@ -34,6 +34,10 @@ class StoreMismatchError(TumorcharError):
     """An existing store folder was written with another source or other settings."""
 
 
+class StoreKindError(TumorcharError):
+    """A 3D-only array (volume, 3D mask) was asked of a 2D patch store."""
+
+
 class BundleError(TumorcharError):
     """A model bundle is missing, incomplete, altered or from an incompatible version."""
 

@@ -174,3 +174,55 @@ def test_stacking_cases_of_different_shapes_is_refused(tmp_path):
         store.volumes()
     assert store.slices().shape == (3, 8, 8)
     assert store.volumes(["c1", "c3"]).shape == (2, 6, 8, 8)
+
+
+def make_case2d(case_id: str) -> CaseArrays:
+    seed = int(case_id[-1])
+    image = np.random.default_rng(seed).normal(size=(8, 8)).astype(np.float32)
+    mask = np.zeros((8, 8), bool)
+    mask[3:6, 3:6] = True
+    row = {"patient_id": f"P{seed}", "label": "malignant", "annotation_id": 100 + seed}
+    return CaseArrays.image2d(image, mask, row)
+
+
+def test_2d_store_round_trip(tmp_path):
+    writer = PatchStoreWriter(
+        tmp_path, "lidc-maxslice", {"b": 2}, kind="2d", extra_columns=("annotation_id",)
+    )
+    report = build_cases(writer, ["c1", "c2"], make_case2d, show_progress=False)
+    assert report.written == ["c1", "c2"]
+    store = PatchStore(tmp_path)
+    assert store.kind == "2d" and not store.has_volumes and not store.is_phantom
+    assert list(store.index.columns) == [*INDEX_COLUMNS, "annotation_id"]
+    assert store.index["annotation_id"].tolist() == [101, 102]
+    np.testing.assert_array_equal(store.slices(["c2"])[0], make_case2d("c2").slice2d)
+    assert store.masks2d().shape == (2, 8, 8)
+    patch = store.load("c1")
+    assert patch.volume is None and patch.mask is None
+    for reader in (store.volumes, store.masks):
+        with pytest.raises(patches_module.StoreKindError, match="2d store"):
+            reader()
+    with np.load(tmp_path / "arrays" / "c1.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["mask2d", "slice2d"]
+    # a 3D store of the same folder is refused, and so is a 3D case in a 2D store
+    with pytest.raises(StoreMismatchError):
+        PatchStoreWriter(tmp_path, "lidc-maxslice", {"b": 2}, kind="3d")
+    report = build_cases(writer, ["c3"], make_case, show_progress=False)
+    assert "2D store holds no volume" in report.failures["c3"]
+
+
+def test_3d_store_hash_is_unchanged_by_the_2d_kind(tmp_path):
+    """Existing 3D stores keep their content hashes (the hash covers the same arrays)."""
+    import hashlib
+
+    build(tmp_path)
+    patch = PatchStore(tmp_path).load("c1")
+    digest = hashlib.sha256()  # the hash as 3D stores were written before 2D stores existed
+    for key in ("volume", "slice2d", "mask", "mask2d"):
+        a = np.ascontiguousarray(getattr(patch, key))
+        digest.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.data)
+    assert digest.hexdigest() == PatchStore(tmp_path).index["content_hash"][0]
+    meta = json.loads((tmp_path / "store.json").read_text())
+    assert meta["kind"] == "3d"
+    assert PatchStore(tmp_path).kind == "3d"

@@ -1,9 +1,21 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from data_builders import ellipsoid
 from scipy import ndimage
 
-from tumorchar.data.phantom import DEFAULT_RULES, case_rng, correlated_noise, render_nodule
+from tumorchar.data.phantom import (
+    DEFAULT_RULES,
+    PhantomRules,
+    case_rng,
+    correlated_noise,
+    draw_ratings,
+    render_nodule,
+)
+
+# the rating rules at their nominal tissue levels (no per-nodule spread)
+NOMINAL = replace(DEFAULT_RULES, ground_glass_hu_sd=0.0, solid_hu_sd=0.0, calcified_hu_sd=0.0)
 
 SPACING = 0.5
 N = 48
@@ -12,10 +24,10 @@ CORE = ndimage.binary_erosion(MASK, iterations=5)  # beyond the margin blur
 FAR = ~ndimage.binary_dilation(MASK, iterations=12)
 
 
-def render(seed=0, case="c1", mask=MASK, **scores):
+def render(seed=0, case="c1", mask=MASK, rules=NOMINAL, **scores):
     full = {"texture": 5.0, "calcification": 6.0, "margin": 3.0}
     full.update(scores)
-    return render_nodule(mask, full, SPACING, case_rng(seed, case))
+    return render_nodule(mask, full, SPACING, case_rng(seed, case), rules)
 
 
 def test_rating_rules_at_their_end_points():
@@ -92,3 +104,51 @@ def test_correlated_noise_is_unit_variance_and_smooth():
 def test_empty_mask_is_refused():
     with pytest.raises(ValueError, match="empty"):
         render(mask=np.zeros_like(MASK))
+
+
+def test_tissue_levels_differ_between_nodules():
+    """Default rules: each nodule's solid level is drawn around the nominal one, so the same
+    ratings do not give the same HU (the levels no longer encode the ratings exactly)."""
+    medians = [np.median(render(case=f"n{i}", rules=DEFAULT_RULES)[CORE]) for i in range(8)]
+    assert np.std(medians) > 20
+    assert abs(np.mean(medians) - DEFAULT_RULES.solid_hu) < 3 * DEFAULT_RULES.solid_hu_sd
+    assert NOMINAL.for_nodule(np.random.default_rng(0)) == NOMINAL
+
+
+READERS = {
+    "texture": 3.0,
+    "calcification": 4.75,
+    "margin": 3.5,
+    "reader_texture": [5, 1, 3, 3],
+    "reader_calcification": [6, 6, 6, 1],
+    "reader_margin": [5, 2, 4, 3],
+}
+
+
+def test_one_reader_is_drawn_with_all_their_ratings():
+    triples = {("texture", 5.0), ("texture", 1.0), ("texture", 3.0)}
+    seen = []
+    for seed in range(200):
+        drawn = draw_ratings(READERS, case_rng(seed, "n"))
+        r = [
+            i
+            for i in range(4)
+            if READERS["reader_texture"][i] == drawn["texture"]
+            and READERS["reader_calcification"][i] == drawn["calcification"]
+            and READERS["reader_margin"][i] == drawn["margin"]
+        ]
+        assert r, drawn  # the three ratings come from one reader
+        seen.append(r[0])
+        assert ("texture", drawn["texture"]) in triples
+    counts = np.bincount(seen, minlength=4)
+    assert counts.min() > 25  # every reader is drawn, about uniformly
+    again = [draw_ratings(READERS, case_rng(seed, "n")) for seed in range(5)]
+    assert again == [draw_ratings(READERS, case_rng(seed, "n")) for seed in range(5)]
+
+
+def test_mean_rule_and_cohorts_without_reader_lists_use_the_means():
+    means = {"texture": 3.0, "calcification": 4.75, "margin": 3.5}
+    assert draw_ratings(READERS, case_rng(0, "n"), PhantomRules(ratings="mean")) == means
+    assert draw_ratings(means, case_rng(0, "n")) == means
+    with pytest.raises(ValueError, match="ratings must be one of"):
+        PhantomRules(ratings="median")

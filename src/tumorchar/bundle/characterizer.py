@@ -98,7 +98,8 @@ class Characterizer:
                 if np.shape(scores) != (1, len(self.tasks)):
                     raise ValueError(f"{np.shape(scores)} scores for {len(self.tasks)} tasks")
                 self._estimators["calibration"].predict_proba([[3.0]])
-                width = self._extractor.network.preset.fc_dim
+                network = getattr(self._extractor, "network", None)  # GIST bundles: none
+                width = n_features if network is None else network.preset.fc_dim
                 if width != n_features:
                     raise ValueError(f"the network gives {width} features, the model takes "
                                      f"{n_features}")  # fmt: skip
@@ -320,8 +321,8 @@ def load_model(path: str | os.PathLike) -> Characterizer:
     contents = read_bundle(Path(path))
     check_model_manifest(contents.manifest, contents.folder)
     required = {ESTIMATORS_FILE, ARRAYS_FILE}
-    if contents.manifest["kind"] == "mtl":
-        required.add(NETWORK_FILE)
+    if contents.manifest["pipeline"]["features"]["extractor"] == "c3d":
+        required.add(NETWORK_FILE)  # a GIST-based supervised bundle (2D stores) has none
     missing = required - set(contents.manifest["files"])
     if missing:
         raise BundleError(f"model bundle {path} lacks {sorted(missing)}")

@@ -18,7 +18,8 @@ from tumorchar.bundle.format import BundleError
 
 KINDS = ("mtl", "unsupervised")
 MODALITIES = ("ct", "mri")
-EXTRACTORS = {"mtl": "c3d", "unsupervised": "gist"}
+# the supervised model reads C3D fc6 (3D stores) or GIST (2D stores: `train mtl --features`)
+EXTRACTORS = {"mtl": ("c3d", "gist"), "unsupervised": ("gist",)}
 GIST_PARAMETERS = ("image_size", "orientations", "n_blocks", "fc_prefilt")
 
 
@@ -130,7 +131,7 @@ def _check_region(c: _Checker, region: dict, modality: str) -> None:
 
 
 def _check_features(c: _Checker, features: dict, kind: str) -> None:
-    extractor = c.choice(features, "extractor", "pipeline.features.extractor", (EXTRACTORS[kind],))
+    extractor = c.choice(features, "extractor", "pipeline.features.extractor", EXTRACTORS[kind])
     c.get(features, "label", "pipeline.features.label", str)
     settings = c.get(features, "settings", "pipeline.features.settings", dict)
     if extractor == "c3d":

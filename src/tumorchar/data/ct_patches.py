@@ -32,6 +32,7 @@ from tumorchar.data.phantom import (
     PHANTOM_NOTE,
     PhantomRules,
     case_rng,
+    draw_ratings,
     render_nodule,
 )
 from tumorchar.data.resample import AIR_HU, crop_patch, mask_center_mm, mask_on_axes, patch_axes
@@ -135,10 +136,9 @@ def phantom_case(
     except CaseError as error:
         raise CaseError(f"case {nodule_id}: {error}") from None
     _, patch_mask = _patch_mask(nodule_id, mask, axes, row, geometry)
-    scores = {name: float(row[name]) for name in ("texture", "calcification", "margin")}
-    volume = render_nodule(
-        patch_mask, scores, geometry.spacing_mm, case_rng(seed, nodule_id), rules
-    )
+    rng = case_rng(seed, nodule_id)
+    scores = draw_ratings(row, rng, rules)
+    volume = render_nodule(patch_mask, scores, geometry.spacing_mm, rng, rules)
     return CaseArrays(volume=volume, mask=patch_mask, row=_index_row(row, geometry, 0.0))
 
 

@@ -4,10 +4,16 @@ Layout (docs/architecture.md, stage 2):
 
 - `index.parquet`: one row per case: `case_id patient_id source label`, the 7 mean scores
   (NaN for MRI), their Eq. 5 inconsistency `psi_<task>` (NaN when unknown),
-  `equivalent_diameter_mm spacing_mm padded_fraction content_hash`;
-- `arrays/<case_id>.npz`: `volume` float32 (z, y, x), `slice2d` float32 (y, x) (the central
-  axial slice, index z // 2), `mask` bool (z, y, x), `mask2d` bool (y, x);
-- `store.json`: source kind, phantom flag and note, settings, failures, the store's hash.
+  `equivalent_diameter_mm spacing_mm padded_fraction content_hash`, then any columns the
+  builder declares (`extra_columns`, e.g. the max-slice store's `annotation_id`);
+- `arrays/<case_id>.npz`: in a 3D store (`kind` "3d") `volume` float32 (z, y, x), `slice2d`
+  float32 (y, x) (the central axial slice, index z // 2), `mask` bool (z, y, x), `mask2d`
+  bool (y, x); in a 2D store (`kind` "2d": one image per case, e.g. the LIDC max-slice
+  crops) only `slice2d` and `mask2d`;
+- `store.json`: source, kind, phantom flag and note, settings, failures, the store's hash.
+
+Readers ask `PatchStore.kind` (or `has_volumes`) instead of assuming volumes: `slices()` and
+`masks2d()` work on both kinds, `volumes()` and `masks()` only on 3D stores.
 
 Writing is atomic (temporary file in the same folder, then `os.replace`) and resumable: a
 case whose row is in the index and whose arrays file exists is not computed again, and a
@@ -37,14 +43,20 @@ from tumorchar._io import (
     write_parquet_atomic,
 )
 from tumorchar.data.cohort_store import PAPER_TASKS
-from tumorchar.errors import CaseError, StoreMismatchError, TumorcharError  # noqa: F401
+from tumorchar.errors import (  # noqa: F401  (re-exported)
+    CaseError,
+    StoreKindError,
+    StoreMismatchError,
+    TumorcharError,
+)
 from tumorchar.lock import FolderLock
 from tumorchar.vocab import PSI_COLUMNS
 
 INDEX_NAME = "index.parquet"
 STORE_NAME = "store.json"
 ARRAYS_DIR = "arrays"
-SOURCES = ("lidc", "phantom", "mri")
+SOURCES = ("lidc", "lidc-maxslice", "phantom", "mri")
+KINDS = ("3d", "2d")
 LABELS = ("benign", "malignant", "excluded", "normal", "ipmn")
 SCORE_COLUMNS = PAPER_TASKS
 INDEX_COLUMNS = (
@@ -60,6 +72,7 @@ INDEX_COLUMNS = (
     "content_hash",
 )
 ARRAY_KEYS = ("volume", "slice2d", "mask", "mask2d")
+ARRAY_KEYS_BY_KIND = {"3d": ARRAY_KEYS, "2d": ("slice2d", "mask2d")}
 FORMAT_VERSION = 1
 # the index is rewritten (atomically) at least this often while a batch runs, for resuming
 INDEX_FLUSH_SECONDS = 10.0
@@ -72,22 +85,31 @@ class IncompleteStoreError(TumorcharError):
 @dataclass(frozen=True)
 class Patch:
     case_id: str
-    volume: np.ndarray
+    volume: np.ndarray | None  # None in a 2D store
     slice2d: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None  # None in a 2D store
     mask2d: np.ndarray
     info: dict
 
 
 @dataclass(frozen=True)
 class CaseArrays:
-    """What a builder returns for one case: its arrays and its index row (no hash)."""
+    """What a builder returns for one case: its arrays and its index row (no hash).
 
-    volume: np.ndarray
-    mask: np.ndarray
+    A 3D case gives `volume` and `mask` (`slice2d` / `mask2d` default to their central
+    slice); a 2D case gives only `slice2d` and `mask2d` (see `image2d`).
+    """
+
+    volume: np.ndarray | None
+    mask: np.ndarray | None
     row: dict
     slice2d: np.ndarray | None = None  # default: volume[z // 2]
     mask2d: np.ndarray | None = None  # default: mask[z // 2]
+
+    @classmethod
+    def image2d(cls, slice2d: np.ndarray, mask2d: np.ndarray, row: dict) -> CaseArrays:
+        """A case of a 2D store: one image and its mask."""
+        return cls(volume=None, mask=None, row=row, slice2d=slice2d, mask2d=mask2d)
 
 
 @dataclass
@@ -98,9 +120,10 @@ class BatchReport:
 
 
 def _case_hash(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over each array's name, dtype, shape and bytes, in ARRAY_KEYS order."""
+    """SHA-256 over each array's name, dtype, shape and bytes, in ARRAY_KEYS order (the
+    arrays the case has: a 2D case hashes `slice2d` and `mask2d`)."""
     h = hashlib.sha256()
-    for key in ARRAY_KEYS:
+    for key in (k for k in ARRAY_KEYS if k in arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.data)
@@ -139,7 +162,13 @@ def _check_case_id(case_id: str) -> None:
 
 
 class PatchStoreWriter:
-    """Writes one store folder; reopening it with the same source and settings resumes."""
+    """Writes one store folder; reopening it with the same source and settings resumes.
+
+    `kind` is "3d" (volumes and their central slices) or "2d" (one image per case);
+    `extra_columns` are index columns beyond INDEX_COLUMNS that this builder fills; `info`
+    is written to store.json as is (e.g. how the cases were linked) and, unlike
+    `settings`, does not decide whether a folder may be resumed.
+    """
 
     def __init__(
         self,
@@ -149,11 +178,20 @@ class PatchStoreWriter:
         is_phantom: bool = False,
         note: str = "",
         compress_arrays: Sequence[str] = ("mask", "mask2d"),
+        kind: str = "3d",
+        extra_columns: Sequence[str] = (),
+        info: dict | None = None,
     ):
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if clash := set(extra_columns) & set(INDEX_COLUMNS):
+            raise ValueError(f"extra columns {sorted(clash)} are already index columns")
         self.folder = Path(folder)
         self.source, self.settings = source, json.loads(json.dumps(settings, default=float))
+        self.kind, self.extra_columns = kind, tuple(extra_columns)
+        self.info = json.loads(json.dumps(info or {}, default=float))
         self.is_phantom, self.note = bool(is_phantom), note
         self.compress_arrays = tuple(compress_arrays)
         self.arrays_dir = self.folder / ARRAYS_DIR
@@ -185,7 +223,12 @@ class PatchStoreWriter:
         if not meta_path.is_file():
             return
         meta = json.loads(meta_path.read_text())
-        if meta.get("source") != self.source or meta.get("settings") != self.settings:
+        same = (meta.get("source"), meta.get("kind", "3d"), meta.get("settings")) == (
+            self.source,
+            self.kind,
+            self.settings,
+        )
+        if not same:
             raise StoreMismatchError(
                 f"{self.folder} holds a {meta.get('source')} store with settings "
                 f"{meta.get('settings')}; asked for {self.source} with {self.settings}. "
@@ -203,8 +246,8 @@ class PatchStoreWriter:
     def add(self, case_id: str, case: CaseArrays) -> None:
         """Validate and write one case's arrays atomically, then record its index row."""
         _check_case_id(case_id)
-        arrays = self._arrays(case_id, case)
-        row = {c: case.row.get(c, np.nan) for c in INDEX_COLUMNS}
+        arrays = self._arrays2d(case_id, case) if self.kind == "2d" else self._arrays(case_id, case)
+        row = {c: case.row.get(c, np.nan) for c in (*INDEX_COLUMNS, *self.extra_columns)}
         row.update(case_id=case_id, source=self.source, content_hash=_case_hash(arrays))
         if row["label"] not in LABELS:
             raise CaseError(f"case {case_id}: label {row['label']!r} not in {LABELS}")
@@ -216,7 +259,27 @@ class PatchStoreWriter:
             self.flush()
 
     @staticmethod
+    def _arrays2d(case_id: str, case: CaseArrays) -> dict[str, np.ndarray]:
+        if case.volume is not None or case.mask is not None:
+            raise CaseError(f"case {case_id}: a 2D store holds no volume or 3D mask")
+        if case.slice2d is None or case.mask2d is None:
+            raise CaseError(f"case {case_id}: a 2D case needs slice2d and mask2d")
+        image = np.ascontiguousarray(case.slice2d, dtype=np.float32)
+        mask = np.ascontiguousarray(case.mask2d, dtype=bool)
+        if image.ndim != 2 or mask.shape != image.shape:
+            raise CaseError(
+                f"case {case_id}: image {image.shape} and mask {mask.shape} must be equal 2D"
+            )
+        if not np.all(np.isfinite(image)):
+            raise CaseError(f"case {case_id}: the image has non-finite values")
+        if not mask.any():
+            raise CaseError(f"case {case_id}: empty mask")
+        return {"slice2d": image, "mask2d": mask}
+
+    @staticmethod
     def _arrays(case_id: str, case: CaseArrays) -> dict[str, np.ndarray]:
+        if case.volume is None or case.mask is None:
+            raise CaseError(f"case {case_id}: a 3D store needs a volume and its mask")
         volume = np.ascontiguousarray(case.volume, dtype=np.float32)
         mask = np.ascontiguousarray(case.mask, dtype=bool)
         if volume.ndim != 3 or mask.shape != volume.shape:
@@ -239,7 +302,7 @@ class PatchStoreWriter:
 
     def index(self) -> pd.DataFrame:
         rows = sorted(self._rows.values(), key=lambda r: r["case_id"])
-        table = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+        table = pd.DataFrame(rows, columns=[*INDEX_COLUMNS, *self.extra_columns])
         numeric = (*SCORE_COLUMNS, *PSI_COLUMNS, "equivalent_diameter_mm", "spacing_mm")
         for column in (*numeric, "padded_fraction"):
             table[column] = table[column].astype(float)
@@ -254,6 +317,7 @@ class PatchStoreWriter:
             {
                 "format": FORMAT_VERSION,
                 "source": self.source,
+                "kind": self.kind,
                 "is_phantom": self.is_phantom,
                 "note": self.note,
                 "settings": self.settings,
@@ -261,6 +325,7 @@ class PatchStoreWriter:
                 "complete": complete,
                 "failures": failures or {},
                 "content_hash": _store_hash(self.source, self.settings, table),
+                **({"info": self.info} if self.info else {}),
             },
         )
         self._last_flush = time.monotonic()
@@ -387,6 +452,19 @@ class PatchStore:
         return self.meta["source"]
 
     @property
+    def kind(self) -> str:
+        """ "3d" (volumes, masks and their central slices) or "2d" (one image per case)."""
+        return self.meta.get("kind", "3d")
+
+    @property
+    def has_volumes(self) -> bool:
+        return self.kind == "3d"
+
+    @property
+    def info(self) -> dict:
+        return self.meta.get("info", {})
+
+    @property
     def is_phantom(self) -> bool:
         return bool(self.meta.get("is_phantom", False))
 
@@ -413,11 +491,16 @@ class PatchStore:
 
     def load(self, case_id: str) -> Patch:
         with self._arrays(case_id) as data:
-            arrays = {key: data[key] for key in ARRAY_KEYS}
+            arrays = {key: data[key] if key in data.files else None for key in ARRAY_KEYS}
         info = self.index.loc[self.index["case_id"] == case_id].iloc[0].to_dict()
         return Patch(case_id=case_id, info=info, **arrays)
 
     def _stack(self, key: str, case_ids: Sequence[str] | None) -> np.ndarray:
+        if key not in ARRAY_KEYS_BY_KIND[self.kind]:
+            raise StoreKindError(
+                f"patch store {self.folder} is a {self.kind} store ({self.source}): it has no "
+                f"{key!r} arrays; use slices() and masks2d()"
+            )
         ids = self.case_ids if case_ids is None else list(case_ids)
         arrays = []
         for case_id in ids:

@@ -213,6 +213,43 @@ def _weights_value(label: str) -> str:
     return label
 
 
+def two_d_methods(deep_label: str, weights: str = "") -> list[E1Method]:
+    """E1's rows that 2D data supports (one slice per nodule, e.g. the LIDC max-slice crops):
+    GIST + Lasso / Ridge (the paper's 2D rows), deep 2D features (`deep_label` names the
+    network and its weights) + Lasso / Ridge / trace-norm / the proposed MTL with and without
+    Ψ (no paper row: the paper's deep rows are 3D; `weights` is their `Weights` value), and
+    the reference rows: size, the HU statistics inside the outline, the six attributes."""
+    deep = f"{deep_label} (2D)"
+    return [
+        E1Method("GIST + Lasso", "gist", LASSO, "GIST + LASSO"),
+        E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
+        E1Method(f"{deep} + Lasso", "deep2d", LASSO, None, weights),
+        E1Method(f"{deep} + Ridge", "deep2d", RIDGE, None, weights),
+        E1Method(f"{deep} + trace-norm MTL", "deep2d", TRACE_NORM_MTL, None, weights),
+        E1Method(
+            f"{deep} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
+            "deep2d",
+            PROPOSED_MTL,
+            None,
+            weights,
+        ),
+        E1Method(
+            f"{deep} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
+            "deep2d",
+            MTL_WITHOUT_PSI,
+            None,
+            weights,
+        ),
+        E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
+        E1Method(
+            "Reference: HU statistics inside the outline (mean, max, count) + linear",
+            "hu_stats",
+            LINEAR,
+        ),
+        E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
+    ]
+
+
 def run_e1(
     data: E1Data,
     features: Mapping[str, object],

@@ -33,7 +33,19 @@ from tumorchar.experiments.report_diagnostics import (
     rho1_table,
 )
 
-DATASET_TITLES = {"lung": "Lung nodules (CT)", "mri": "IPMN (MRI)"}
+DATASET_TITLES = {
+    "lung": "Lung nodules (CT)",
+    "lung-maxslice": "Lung nodules, REAL CT: LIDC-IDRI max-slice crops (2D)",
+    "mri": "IPMN (MRI)",
+}
+DATASETS = ("lung", "lung-maxslice", "mri")
+
+
+def paper_dataset(dataset: str) -> str:
+    """The paper's table a dataset's rows sit beside (both lung datasets: its lung rows)."""
+    return "lung" if dataset.startswith("lung") else dataset
+
+
 PERCENT_METRICS = ("accuracy", "sensitivity", "specificity")
 
 
@@ -144,6 +156,8 @@ FEATURE_TITLES = {
     "i3d_finetuned": "I3D Mixed_5c (fine-tuned)",
     "diameter": "Reference: size only (equivalent diameter)",
     "attributes": "Reference: radiologists' six mean attributes",
+    "hu_stats": "Reference: HU statistics inside the outline (mean, max, count)",
+    "deep2d": "VGG16 fc7 (2D)",
     "fc7": "VGG-fc7",
     "fc7_relu": "VGG-fc7-ReLU",
     "fc8": "VGG-fc8",
@@ -216,6 +230,8 @@ def display_name(row: Mapping) -> str:
             title = f"{net} ({_weights_title(weights)}, fine-tuned)"
         if net and weights.startswith("random-init"):
             title += "; not comparable with the paper"
+        if feature == "deep2d":
+            title += _weights_tag(weights)
         tag = f" [{variant}]" if variant else ""  # the ρ1 = 0 twin of a proposed row
         return f"{title} + {ESTIMATOR_TITLES.get(estimator, estimator)}{tag}"
     if experiment == "E4":
@@ -498,7 +514,10 @@ def _short(method: str) -> str:
 def data_source_line(run: dict) -> str:
     """The report's first line: which data the numbers come from."""
     lung, mri = run.get("lung_source", ""), run.get("mri_source", "")
+    lung2d = run.get("lung2d_source", "")
     parts = []
+    if lung2d:
+        parts.append(f"lung, 2D: {lung2d}")
     if lung == "phantom":
         parts.append(
             "lung: PHANTOM CT-like patches rendered from the real LIDC-IDRI radiologist "
@@ -510,12 +529,23 @@ def data_source_line(run: dict) -> str:
         parts.append("MRI: SYNTHETIC pancreas-MRI generator, not patients")
     elif mri:
         parts.append(f"MRI: {mri}")
-    if run.get("data_source") == "phantom":
+    if lung2d:
+        head, tail = "**Data source: REAL (LIDC-IDRI max-slice crops, 2D)**", ""
+        if lung == "phantom" or mri == "synthetic":
+            tail = (
+                " Each table names its data; phantom and synthetic rows test the pipeline "
+                "and do not rank methods."
+            )
+    elif run.get("data_source") == "phantom":
         head = "**Data source: PHANTOM**"
-        tail = " These numbers test the pipeline; they are not evidence about patients."
+        tail = (
+            " These numbers test the pipeline; they are not evidence about patients and do "
+            "not rank methods."
+        )
     else:
         head, tail = "**Data source: REAL**", ""
-    return f"{head} — {'; '.join(parts) or 'none'}.{tail}"
+    described = "; ".join(part.rstrip(".") for part in parts) or "none"
+    return f"{head} — {described}.{tail}"
 
 
 def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -528,7 +558,7 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    datasets = [d for d in ("lung", "mri") if (results["dataset"] == d).any()]
+    datasets = [d for d in DATASETS if (results["dataset"] == d).any()]
 
     blocks: list = [data_source_line(run), "# tumorchar reproduction report"]
     blocks.append(
@@ -566,8 +596,12 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
             "of the mean radiologist score. The two reference rows are not in the paper: size "
             "alone, and the radiologists' own six attribute ratings (an optimistic reference: "
             "the same readers gave the malignancy score).",
-            e1_table(results, run=run),
         ]
+        for dataset in [d for d in datasets if _has(results, "E1", d)]:
+            blocks += [
+                f"### {DATASET_TITLES.get(dataset, dataset)}",
+                e1_table(results, dataset, run=run),
+            ]
         blocks += ["### Task graph of the graph-regularized rows, per fold"]
         blocks += graph_section(results) or ["No graph-regularized row in this run."]
         sensitivity = rho1_table(results)
@@ -588,8 +622,9 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
                 "near-constant ones in each training fold.",
                 oor,
             ]
-        if predictions is not None:
-            e1_methods = list(dict.fromkeys(results.loc[results["experiment"] == "E1", "method"]))
+        if predictions is not None and _has(results, "E1", "lung"):
+            lung_e1 = (results["experiment"] == "E1") & (results["dataset"] == "lung")
+            e1_methods = list(dict.fromkeys(results.loc[lung_e1, "method"]))
             plot_roc(
                 predictions,
                 results,
@@ -643,7 +678,7 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         for dataset in datasets:
             if not ((results["experiment"] == experiment) & (results["dataset"] == dataset)).any():
                 continue
-            ref = None if reference is None else reference.get(dataset, {})
+            ref = None if reference is None else reference.get(paper_dataset(dataset), {})
             blocks += [
                 f"### {DATASET_TITLES.get(dataset, dataset)}",
                 classification_table(results, experiment, dataset, ref, run),
@@ -686,6 +721,21 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
         if experiment == "E3" and plot_fig5(results, datasets, figures / "e3_fig5.png"):
             blocks.append(Image("figures/e3_fig5.png", "E3: Fig. 5-style bars (label-free)"))
 
+    if (results["experiment"] == "reference").any():
+        blocks += [
+            "## Reference rows",
+            "What needs no learning from pixels, evaluated on the same folds (logistic "
+            "regression for benign/malignant; accuracy ±1 and mean abs. diff. from a linear "
+            "regression of the mean malignancy score): size alone, first-order HU statistics "
+            "inside the mask (mean, max, element count), and the radiologists' six attribute "
+            "ratings. A method that does not beat these has not shown that it reads the image.",
+        ]
+        for dataset in [d for d in datasets if _has(results, "reference", d)]:
+            blocks += [
+                f"### {DATASET_TITLES.get(dataset, dataset)}",
+                reference_table(results, dataset),
+            ]
+
     if (results["experiment"] == "stage").any():
         blocks += ["## Stage times", stage_table(results)]
     versions = results["versions"].dropna()
@@ -703,24 +753,48 @@ def build_report(out_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def headline_tables(out_dir: str | os.PathLike) -> list[tuple[str, Table]]:
-    """The tables printed at the end of `tumorchar reproduce` (E1 and E2's lung rows)."""
+    """The tables printed at the end of `tumorchar reproduce`: E1 and E2 of each dataset,
+    and the reference rows, each titled with the data-source line."""
     out_dir = Path(out_dir)
     results = pd.read_parquet(out_dir / "results.parquet")
     run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
     source = data_source_line(run).replace("**", "")
     tables = []
-    if (results["experiment"] == "E1").any():
-        title = f"E1 (Table II): malignancy score regression. {source}"
-        tables.append((title, e1_table(results, run=run)))
-    for dataset in ("lung", "mri"):
-        if ((results["experiment"] == "E2") & (results["dataset"] == dataset)).any():
+    for dataset in DATASETS:
+        title = DATASET_TITLES[dataset]
+        if _has(results, "E1", dataset):
+            suffix = "" if dataset == "lung" else f", {title}"
+            e1 = e1_table(results, dataset, run=run)
+            tables.append((f"E1 (Table II): malignancy score regression{suffix}. {source}", e1))
+        if _has(results, "E2", dataset):
+            reference = paper.TABLE_III[paper_dataset(dataset)]
             tables.append(
                 (
-                    f"E2 (Table III): unsupervised, {DATASET_TITLES[dataset]}. {source}",
-                    classification_table(results, "E2", dataset, paper.TABLE_III[dataset], run),
+                    f"E2 (Table III): unsupervised, {title}. {source}",
+                    classification_table(results, "E2", dataset, reference, run),
                 )
             )
+        if _has(results, "reference", dataset):
+            tables.append((f"Reference rows, {title}", reference_table(results, dataset)))
     return tables
+
+
+def _has(results: pd.DataFrame, experiment: str, dataset: str) -> bool:
+    return bool(((results["experiment"] == experiment) & (results["dataset"] == dataset)).any())
+
+
+def reference_table(results: pd.DataFrame, dataset: str) -> Table:
+    table = method_table(results, "reference", dataset)
+    header = ["Reference", "Accuracy (%)", "Sensitivity (%)", "Specificity (%)", "AUC"]
+    header += ["Accuracy ±1 (%)", "Mean abs. diff."]
+    rows = []
+    for method in table.index:
+        row = [method] + [_metric_cell(table, method, m, True, 1) for m in PERCENT_METRICS]
+        row.append(_metric_cell(table, method, "auc", False, 3))
+        row.append(_metric_cell(table, method, "within_one", True, 1))
+        row.append(_metric_cell(table, method, "mean_abs_diff", False, 3))
+        rows.append(row)
+    return Table(header, rows)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -5,6 +5,8 @@ Output folder layout::
     OUT/cohort/            the LIDC cohort (`tumorchar.data.cohort.build_cohort_folder`)
     OUT/cohort-eval/       its benign and malignant nodules (with --max-cases, a subset)
     OUT/patches/lung/      lung patch store (phantom or real LIDC CT)
+    OUT/patches/lung-maxslice/  with --lidc-maxslice: the real 2D store of the LIDC max-slice
+                           crops (dataset "lung-maxslice": E1's 2D rows, E2, E3, E4, references)
     OUT/synthetic-mri/     without --mri: the synthetic generator's images and CSVs
     OUT/patches/mri/       MRI patch store (the user's MRI or the synthetic images)
     OUT/features/          FeatureStore folders; i3d_finetuned/fold<k>/ (or c3d_finetuned/)
@@ -69,6 +71,7 @@ class ReproduceSettings:
     out: Path
     lung: str = "phantom"  # "phantom" | "lidc" | "none"
     lidc_dir: Path | None = None
+    lidc_maxslice: Path | None = None  # LIDC max-slice crops (real 2D CT), see data.maxslice
     mri: str = "synthetic"  # "synthetic" | "dir" | "none"
     mri_dir: Path | None = None
     protocol: Protocol = field(default_factory=Protocol)
@@ -141,6 +144,7 @@ class Reproduction:
         self.counts: dict[str, dict[str, float]] = {}
         self.weights: dict[str, str] = {}
         self.stores: dict[str, object] = {}
+        self._cohort: str | None = None
         self.on_step = _progress_printer(console)
 
     # --- helpers ------------------------------------------------------------------------
@@ -178,7 +182,13 @@ class Reproduction:
 
     def cohort(self) -> str:
         """The full LIDC cohort, then the evaluation cohort (benign and malignant nodules,
-        optionally a stratified subset), so patches and features are made for those only."""
+        optionally a stratified subset), so patches and features are made for those only;
+        declared once, shared by the lung datasets."""
+        if self._cohort is None:
+            self._cohort = self._declare_cohort()
+        return self._cohort
+
+    def _declare_cohort(self) -> str:
         from tumorchar.data.cohort import build_cohort_folder, cohort_settings
 
         s = self.settings
@@ -229,6 +239,22 @@ class Reproduction:
         self.runner.run(Stage(name, compute, settings, (cohort,), fingerprint=_content_hash))
         return name
 
+    def maxslice_store(self, cohort: str) -> str:
+        """The real 2D store of the LIDC max-slice crops, one crop per evaluation nodule."""
+        from tumorchar.data.maxslice import build_maxslice_store
+
+        s = self.settings
+        name = "patches: lung (LIDC max-slice crops, 2D)"
+        out = s.out / "patches" / "lung-maxslice"
+
+        def compute(values, _folder):
+            crops = Path(s.lidc_maxslice)
+            return _store_build(out, build_maxslice_store, crops, values[cohort], out)
+
+        settings = {"crops": str(s.lidc_maxslice)}
+        self.runner.run(Stage(name, compute, settings, (cohort,), fingerprint=_content_hash))
+        return name
+
     def mri_store(self) -> str:
         from tumorchar.data.mri import MRISettings, build_mri_store
 
@@ -276,15 +302,17 @@ class Reproduction:
 
         def compute(values, _folder) -> Cases:
             store = values[patches]
-            if dataset == "lung":
-                return lung_cases(store, values[cohort], protocol)
+            if dataset.startswith("lung"):
+                cases = lung_cases(store, values[cohort], protocol)
+                return replace(cases, dataset=dataset)
             return mri_cases(store, protocol)
 
         inputs = (patches,) if cohort is None else (patches, cohort)
         settings = {"protocol": protocol.as_dict()}
         cases = self.runner.run(Stage(name, compute, settings, inputs, recorded=False))
         self.counts[dataset] = cases.counts()
-        self.stores[dataset] = self.runner.values[patches]
+        store = self.runner.values[patches]
+        self.stores[dataset] = store
         return name
 
     # --- datasets -----------------------------------------------------------------------
@@ -305,6 +333,7 @@ class Reproduction:
             else:
                 self._e1_i3d(cases_name, patches, gist, store)
         self._classification("lung", cases_name, patches, gist, deep, oversample=False)
+        self._reference("lung", cases_name, patches)
 
     def _use_c3d(self) -> bool:
         s = self.settings
@@ -376,6 +405,23 @@ class Reproduction:
                    "vgg16": "VGG16"}[network]  # fmt: skip
             self.weights.setdefault(key, _weights_line(recipe, options.get("weights")))
         return deep
+
+    def lung_maxslice(self) -> None:
+        """The REAL 2D dataset: every experiment 2D data supports (E1's 2D rows, E2, E3, E4)
+        and the reference rows, on the LIDC max-slice crops."""
+        from tumorchar.features.recipes import gist_recipe
+
+        dataset = "lung-maxslice"
+        wanted = set(self.settings.experiments)
+        patches = self.maxslice_store(self.cohort())
+        cases_name = self.cases(dataset, patches, self.cohort())
+        store = self.runner.values[patches]
+        gist = self._features("features: GIST (lung, max-slice)", patches, gist_recipe(store))
+        deep = self._deep_2d(dataset, patches, store) if wanted & {"E1", "E3", "E4"} else {}
+        if "E1" in wanted and deep:
+            self._e1_2d(dataset, cases_name, patches, gist, deep)
+        self._classification(dataset, cases_name, patches, gist, deep, oversample=False)
+        self._reference(dataset, cases_name, patches)
 
     def mri(self) -> None:
         from tumorchar.features.recipes import gist_recipe
@@ -512,6 +558,58 @@ class Reproduction:
 
         return FoldFeatures(compute, "fine-tuned")
 
+    def _e1_2d(self, dataset, cases_name, patches, gist, deep) -> None:
+        """E1's 2D rows (`e1_mtl.two_d_methods`): GIST and the first deep 2D network of
+        `_deep_2d` (EfficientNet-Lite0 pooled, else VGG16 fc7, after the activation) with
+        Lasso, Ridge, trace-norm and the proposed MTL, and the reference rows (size, HU
+        statistics inside the outline, attributes)."""
+        from tumorchar.experiments.e1_mtl import E1Data, run_e1, two_d_methods
+        from tumorchar.experiments.reference import hu_statistics
+
+        outputs = {
+            "efficientnet-lite0": ("pooled", "EfficientNet-Lite0 pooled"),
+            "vgg16": ("fc7_relu", "VGG16 fc7"),
+            "i3d-static": (None, "I3D static"),
+        }
+        network = next(n for n in ("efficientnet-lite0", "vgg16", "i3d-static") if n in deep)
+        stage, weights = deep[network]
+        output, title = outputs[network]
+        methods = two_d_methods(title, weights)
+        inputs = (cases_name, patches, gist, stage)
+
+        def run(values, key):
+            cases: Cases = values[cases_name]
+            store, ids = values[patches], cases.case_ids
+            scores, psi = scores_and_psi(cases)
+            features = {
+                "gist": _aligned(values[gist], ids),
+                "deep2d": _deep_output(values[stage], ids, output),
+                "diameter": cases.table["equivalent_diameter_mm"].to_numpy(float),
+                "hu_stats": hu_statistics(store.slices(ids), store.masks2d(ids)),
+            }
+            data = E1Data(np.array(ids), scores, cases.labels, cases.groups, psi)
+            log = self._log("E1", dataset, key)
+            return run_e1(data, features, cases.folds, log, methods, self.on_step)
+
+        settings = {"methods": [m.name for m in methods]}
+        self._experiment(f"E1_{dataset}", inputs, settings, run)
+
+    def _reference(self, dataset, cases_name, patches) -> None:
+        """Reference rows beside the methods (`experiments.reference`): benign/malignant from
+        size alone, from the HU statistics inside the mask, from the six attributes; the same
+        folds as the experiments."""
+        from tumorchar.experiments.reference import reference_data, run_reference
+
+        def run(values, key):
+            cases: Cases = values[cases_name]
+            data = reference_data(values[patches], case_ids=cases.case_ids)
+            log = self._log("reference", dataset, key)
+            return run_reference(data, cases.folds, log, seed=self.settings.seed)
+
+        self._experiment(
+            f"reference_{dataset}", (cases_name, patches), {"seed": self.settings.seed}, run
+        )
+
     def _finetuned(self, store, case_ids, scores, c3d, finetune) -> FoldFeatures:
         """`FoldFeatures` that fine-tune C3D on the training fold's volumes and 7 mean scores
         (binary at the mid-point pivot, as in the paper) and extract fc6 of both sides; each
@@ -574,7 +672,7 @@ class Reproduction:
         def hints() -> np.ndarray:  # the label-free naming prior, computed once if needed
             values = self.runner.values
             ids = values[cases_name].case_ids
-            return naming_scores(values[patches], ids, with_size=dataset == "lung")
+            return naming_scores(values[patches], ids, with_size=dataset.startswith("lung"))
 
         def data(values, with_hint: bool) -> ClassData:
             cases: Cases = values[cases_name]
@@ -651,6 +749,8 @@ class Reproduction:
         s = self.settings
         if s.lung != "none":
             self.lung()
+        if s.lidc_maxslice is not None:
+            self.lung_maxslice()
         if s.mri != "none":
             self.mri()
         run_key = settings_hash(asdict(s))
@@ -660,11 +760,10 @@ class Reproduction:
         metric_frames = [t.metrics for t in self.tables]
         metric_frames += [data_log.metrics_frame(), self._stage_log(run_key).metrics_frame()]
         write_parquet_atomic(combine(metric_frames, RESULT_COLUMNS), s.out / "results.parquet")
-        write_parquet_atomic(
-            combine([t.predictions for t in self.tables], PREDICTION_COLUMNS),
-            s.out / "predictions.parquet",
-        )
+        predictions = combine([t.predictions for t in self.tables], PREDICTION_COLUMNS)
+        write_parquet_atomic(predictions, s.out / "predictions.parquet")
         record = _run_record(s, self.stores.get("lung"), self.stores.get("mri"), self.weights)
+        record.update(_maxslice_record(self.stores.get("lung-maxslice")))
         write_json_atomic(s.out / "run.json", record)
         md_path, _ = build_report(s.out)
         return md_path
@@ -749,6 +848,12 @@ def _aligned_outputs(outputs: dict, case_ids: list[str]) -> dict[str, np.ndarray
     return aligned
 
 
+def _deep_output(outputs: dict, case_ids: list[str], output: str | None) -> np.ndarray:
+    """One output of a deep recipe (its only one when `output` is None), rows aligned."""
+    aligned = _aligned_outputs(outputs, case_ids)
+    return aligned[output] if output in aligned else next(iter(aligned.values()))
+
+
 def _aligned(outputs: dict, case_ids: list[str]) -> np.ndarray:
     """The single output of a one-output recipe, rows in the order of ``case_ids``."""
     return next(iter(_aligned_outputs(outputs, case_ids).values()))
@@ -827,6 +932,18 @@ def _run_record(settings, lung_store, mri_store, weights) -> dict:
             for name, store in (("lung", lung_store), ("mri", mri_store))
             if store is not None and store.failures
         },
+    }
+
+
+def _maxslice_record(store) -> dict:
+    """run.json entries of the max-slice dataset: where its pixels come from, the link."""
+    if store is None:
+        return {}
+    link = store.info.get("link", {})
+    return {
+        "data_source": "real",
+        "lung2d_source": store.note,
+        "maxslice_link": {k: v for k, v in link.items() if k != "unlinked"},
     }
 
 
