@@ -187,18 +187,16 @@ def load_efficientnet_lite0(
     `allow_random_init` (seeded init, labelled "random-init")."""
     from tumorchar.features import weights as wt
 
-    model = EfficientNetLite0()
-    path = wt.resolve(WEIGHTS_NAME, weights)
-    if path is None:
-        if not allow_random_init:
-            raise FileNotFoundError(wt.missing_message(WEIGHTS_NAME))
-        init_random(model, seed)
-        model.weights_label, model.weights_sha256 = "random-init", ""
-        return model.eval()
-    state, digest = wt.read_converted(path, WEIGHTS_NAME)
-    wt.load_strict(model, state, f"EfficientNet-Lite0 weights from {path}")
-    model.weights_label, model.weights_sha256 = "imagenet", digest
-    return model.eval()
+    return wt.load_pretrained(
+        EfficientNetLite0(),
+        WEIGHTS_NAME,
+        weights,
+        label="imagenet",
+        title="EfficientNet-Lite0",
+        allow_random_init=allow_random_init,
+        init_random=init_random,
+        seed=seed,
+    )
 
 
 def convert_port(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -373,18 +373,16 @@ def load_i3d(
     """
     from tumorchar.features import weights as wt
 
-    model = I3D()
-    path = wt.resolve(WEIGHTS_NAME, weights)
-    if path is None:
-        if not allow_random_init:
-            raise FileNotFoundError(wt.missing_message(WEIGHTS_NAME))
-        init_random(model, seed)
-        model.weights_label, model.weights_sha256 = "random-init", ""
-        return model.eval()
-    state, digest = wt.read_converted(path, WEIGHTS_NAME)
-    wt.load_strict(model, state, f"I3D weights from {path}")
-    model.weights_label, model.weights_sha256 = "kinetics400", digest
-    return model.eval()
+    return wt.load_pretrained(
+        I3D(),
+        WEIGHTS_NAME,
+        weights,
+        label="kinetics400",
+        title="I3D",
+        allow_random_init=allow_random_init,
+        init_random=init_random,
+        seed=seed,
+    )
 
 
 # Flax checkpoint layout → this module: Branch_<b>/<unit> inside Mixed blocks, Conv_0/kernel

@@ -407,3 +407,31 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def load_pretrained(
+    model: torch.nn.Module,
+    name: str,
+    weights: str | os.PathLike | None,
+    *,
+    label: str,
+    title: str,
+    allow_random_init: bool,
+    init_random,
+    seed: int,
+) -> torch.nn.Module:
+    """`model` in eval mode with the converted weights `name` (strict load), labelled `label`.
+
+    Without weights this raises FileNotFoundError saying how to get them, unless
+    `allow_random_init`: then `init_random(model, seed)` and the label "random-init"."""
+    path = resolve(name, weights)
+    if path is None:
+        if not allow_random_init:
+            raise FileNotFoundError(missing_message(name))
+        init_random(model, seed)
+        model.weights_label, model.weights_sha256 = "random-init", ""
+        return model.eval()
+    state, digest = read_converted(path, name)
+    load_strict(model, state, f"{title} weights from {path}")
+    model.weights_label, model.weights_sha256 = label, digest
+    return model.eval()
