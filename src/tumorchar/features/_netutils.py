@@ -189,3 +189,39 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 def progress_bar(enabled: bool, total: int, label: str = "features"):
     """`tumorchar.progress.progress_bar` (transient): yields ``advance(k=1)``."""
     return _progress_bar(enabled, total, label, transient=True)
+
+
+def batched_2d_outputs(
+    forward,
+    model: torch.nn.Module,
+    slices,
+    keys: tuple[str, ...],
+    *,
+    preprocess,
+    intensity_window,
+    batch_size: int,
+    device,
+    bf16: bool | None,
+    progress: bool,
+    label: str,
+) -> dict[str, list[np.ndarray]]:
+    """Run `forward(model, x) -> {key: tensor}` over 2D slices in batches, eval mode,
+    inference_mode, channels-last layout, bfloat16 autocast when `bf16` (default: on CUDA
+    only). Returns the per-batch float32 chunks of each key (empty lists for no slices)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    dev = pick_device(device)
+    use_bf16 = dev.type == "cuda" if bf16 is None else bf16
+    model = model.to(dev).eval().to(memory_format=torch.channels_last)
+    n = len(slices)
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    with torch.inference_mode(), progress_bar(progress, n, label) as advance:
+        for start in range(0, n, batch_size):
+            x = preprocess(slices[start : start + batch_size], intensity_window)
+            x = x.to(dev).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                outs = forward(model, x)
+            for k in keys:
+                chunks[k].append(outs[k].float().cpu().numpy())
+            advance(len(x))
+    return chunks

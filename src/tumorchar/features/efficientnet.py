@@ -40,9 +40,8 @@ from torch import nn
 
 from tumorchar.features._netutils import (
     CT_WINDOW_HU,
+    batched_2d_outputs,
     pad_same,
-    pick_device,
-    progress_bar,
     to_unit_range,
 )
 
@@ -251,22 +250,20 @@ def extract_efficientnet(
     """The four outputs of `FEATURE_KEYS` for 2D slices ((N, 1280) or (N, 1000) float32) from
     one eval-mode pass per batch, in channels-last layout. `bf16`: bfloat16 autocast
     (default: on CUDA only)."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    dev = pick_device(device)
-    use_bf16 = dev.type == "cuda" if bf16 is None else bf16
-    model = model.to(dev).eval().to(memory_format=torch.channels_last)
+    chunks = batched_2d_outputs(
+        lambda net, x: net.features(x),
+        model,
+        slices,
+        FEATURE_KEYS,
+        preprocess=preprocess_slices,
+        intensity_window=intensity_window,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+        progress=progress,
+        label="EfficientNet-Lite0",
+    )
     n = len(slices)
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_KEYS}
-    with torch.inference_mode(), progress_bar(progress, n, "EfficientNet-Lite0") as advance:
-        for start in range(0, n, batch_size):
-            x = preprocess_slices(slices[start : start + batch_size], intensity_window)
-            x = x.to(dev).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                outs = model.features(x)
-            for k in FEATURE_KEYS:
-                chunks[k].append(outs[k].float().cpu().numpy())
-            advance(len(x))
     if n == 0:
         return {k: np.zeros((0, FEATURE_DIM if k.startswith("pooled") else IMAGENET_CLASSES),
                             np.float32) for k in FEATURE_KEYS}  # fmt: skip
