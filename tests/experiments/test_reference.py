@@ -92,7 +92,7 @@ def test_reference_rows_are_logged_beside_the_experiments():
 
 
 def test_e1_two_d_rows():
-    from tumorchar.experiments.e1_mtl import two_d_methods
+    from tumorchar.experiments.e1_mtl import MTL_TITLES, two_d_methods
 
     methods = two_d_methods("VGG16 fc7 (random-init)")
     names = [m.name for m in methods]
@@ -100,5 +100,9 @@ def test_e1_two_d_rows():
     assert {m.feature for m in methods} == {"gist", "deep2d", "diameter", "hu_stats", "attributes"}
     proposed = [m for m in methods if "proposed" in m.name]
     assert len(proposed) == 1 and proposed[0].recipe.uses_psi
+    # a row's name says what its recipe does (ρ by inner CV, or the paper's fixed ρ)
+    for method in methods:
+        if method.multitask:
+            assert method.name.endswith(MTL_TITLES[method.recipe.name])
     # only the GIST rows sit beside the paper's rows: its deep rows are 3D
     assert {m.paper_row for m in methods if m.paper_row} == {"GIST + LASSO", "GIST + RR"}

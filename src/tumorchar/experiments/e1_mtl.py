@@ -97,6 +97,13 @@ class E1Method:
 
 
 PROPOSED = "graph-regularized sparse MTL (proposed, ρ by inner CV)"
+#: How a row names each multi-task recipe (`models.recipes`), after its feature's name.
+MTL_TITLES = {
+    TRACE_NORM_MTL.name: "trace-norm MTL",
+    PROPOSED_MTL.name: PROPOSED,
+    MTL_WITHOUT_PSI.name: "graph-regularized sparse MTL without Ψ (ρ by inner CV)",
+    PAPER_RHO_MTL.name: "graph-regularized sparse MTL, paper's ρ1=1, ρ2=10 on the summed loss",
+}
 RHO1_ZERO_VARIANT = "ρ1 = 0, same ρ2"
 RHO1_ZERO_SUFFIX = f" [{RHO1_ZERO_VARIANT}]"
 #: E1's 3D networks: feature-slot prefix → how a row names the network's features.
@@ -134,30 +141,34 @@ def default_methods(c3d_label: str = "random-init", network: str = "c3d") -> lis
         E1Method(f"{pre} + Ridge", f_pre, RIDGE, "3D CNN + RR (pre)", w_pre),
         E1Method(f"{fine} + Lasso", f_fine, LASSO, "3D CNN + LASSO (fine)", w_fine),
         E1Method(f"{fine} + Ridge", f_fine, RIDGE, "3D CNN + RR (fine)", w_fine),
-        E1Method(
-            f"{fine} + trace-norm MTL",
+        *_mtl_methods(
+            fine,
             f_fine,
-            TRACE_NORM_MTL,
-            "3D CNN MTL trace norm",
             w_fine,
-        ),
-        E1Method(f"{fine} + {PROPOSED}", f_fine, PROPOSED_MTL, "Proposed", w_fine),
-        E1Method(
-            f"{fine} + graph-regularized sparse MTL without Ψ (ρ by inner CV)",
-            f_fine,
-            MTL_WITHOUT_PSI,
-            None,
-            w_fine,
-        ),
-        E1Method(
-            f"{fine} + graph-regularized sparse MTL, paper's ρ1=1, ρ2=10 on the summed loss",
-            f_fine,
-            PAPER_RHO_MTL,
-            None,
-            w_fine,
-        ),
+            {TRACE_NORM_MTL.name: "3D CNN MTL trace norm", PROPOSED_MTL.name: "Proposed"},
+        ),  # fmt: skip
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method("Reference: radiologists' six mean attributes + linear", "attributes", LINEAR),
+    ]
+
+
+def _mtl_methods(
+    feature_title: str, feature: str, weights: str, paper_rows: Mapping | None = None
+) -> list[E1Method]:
+    """The multi-task rows on one feature: trace-norm MTL, the proposed model, the proposed
+    model without Ψ and with the paper's fixed ρ; ``paper_rows`` maps a recipe's name to
+    the paper's row it reproduces."""
+    paper_rows = paper_rows or {}
+    recipes = (TRACE_NORM_MTL, PROPOSED_MTL, MTL_WITHOUT_PSI, PAPER_RHO_MTL)
+    return [
+        E1Method(
+            f"{feature_title} + {MTL_TITLES[recipe.name]}",
+            feature,
+            recipe,
+            paper_rows.get(recipe.name),
+            weights,
+        )  # fmt: skip
+        for recipe in recipes
     ]
 
 
@@ -225,21 +236,7 @@ def two_d_methods(deep_label: str, weights: str = "") -> list[E1Method]:
         E1Method("GIST + Ridge", "gist", RIDGE, "GIST + RR"),
         E1Method(f"{deep} + Lasso", "deep2d", LASSO, None, weights),
         E1Method(f"{deep} + Ridge", "deep2d", RIDGE, None, weights),
-        E1Method(f"{deep} + trace-norm MTL", "deep2d", TRACE_NORM_MTL, None, weights),
-        E1Method(
-            f"{deep} + graph-regularized sparse MTL (proposed, ρ1=1, ρ2=10)",
-            "deep2d",
-            PROPOSED_MTL,
-            None,
-            weights,
-        ),
-        E1Method(
-            f"{deep} + graph-regularized sparse MTL without Ψ (ρ1=1, ρ2=10)",
-            "deep2d",
-            MTL_WITHOUT_PSI,
-            None,
-            weights,
-        ),
+        *_mtl_methods(deep, "deep2d", weights),
         E1Method("Reference: size only (equivalent diameter) + linear", "diameter", LINEAR),
         E1Method(
             "Reference: HU statistics inside the outline (mean, max, count) + linear",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from tumorchar._io import atomic_path, write_text_atomic
 from tumorchar.experiments import paper_reference as paper
+from tumorchar.experiments.e1_mtl import MTL_TITLES
 from tumorchar.experiments.e3_deep_features import NETWORK_LAYERS
 from tumorchar.experiments.e4_upper_bound import PRETRAINED_FEATURES
 from tumorchar.experiments.protocol import Summary, summarize
@@ -181,10 +182,7 @@ ESTIMATOR_TITLES = {
     "lasso": "Lasso",
     "ridge": "Ridge",
     "linear": "linear",
-    "trace-norm-mtl": "trace-norm MTL",
-    "graph-sparse-mtl-cv": "graph-regularized sparse MTL (proposed, ρ by inner CV)",
-    "graph-sparse-mtl-cv-without-psi": "graph-regularized sparse MTL without Ψ (ρ by inner CV)",
-    "graph-sparse-mtl": "graph-regularized sparse MTL, paper's ρ1=1, ρ2=10 on the summed loss",
+    **MTL_TITLES,
     "cluster": "Clustering",
     "svm": "Clustering + SVM",
     "rf": "Clustering + RF",
