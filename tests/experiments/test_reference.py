@@ -106,3 +106,15 @@ def test_e1_two_d_rows():
             assert method.name.endswith(MTL_TITLES[method.recipe.name])
     # only the GIST rows sit beside the paper's rows: its deep rows are 3D
     assert {m.paper_row for m in methods if m.paper_row} == {"GIST + LASSO", "GIST + RR"}
+
+
+def test_e1_two_d_rows_are_named_after_their_network():
+    """The report names a 2D deep row by the network that made its features (the slot
+    "deep2d" is shared by EfficientNet-Lite0, VGG16 and I3D static clips)."""
+    from tumorchar.experiments.e1_mtl import two_d_methods
+    from tumorchar.experiments.report import display_name
+
+    for title in ("EfficientNet-Lite0 pooled", "VGG16 fc7"):
+        method = next(m for m in two_d_methods(title, "imagenet") if m.feature == "deep2d")
+        row = {"experiment": "E1", "method": method.name, **vars(method.labels)}
+        assert display_name(row).startswith(f"{title} (2D) + ")

@@ -158,7 +158,6 @@ FEATURE_TITLES = {
     "diameter": "Reference: size only (equivalent diameter)",
     "attributes": "Reference: radiologists' six mean attributes",
     "hu_stats": "Reference: HU statistics inside the outline (mean, max, count)",
-    "deep2d": "VGG16 fc7 (2D)",
     "fc7": "VGG-fc7",
     "fc7_relu": "VGG-fc7-ReLU",
     "fc8": "VGG-fc8",
@@ -228,8 +227,9 @@ def display_name(row: Mapping) -> str:
             title = f"{net} ({_weights_title(weights)}, fine-tuned)"
         if net and weights.startswith("random-init"):
             title += "; not comparable with the paper"
-        if feature == "deep2d":
-            title += _weights_tag(weights)
+        if feature == "deep2d":  # the 2D network (EfficientNet-Lite0, VGG16, ...) is named
+            # only by the row's method identifier (`e1_mtl.two_d_methods`), not by the slot
+            title = str(row["method"]).split(" + ")[0] + _weights_tag(weights)
         tag = f" [{variant}]" if variant else ""  # the ρ1 = 0 twin of a proposed row
         return f"{title} + {ESTIMATOR_TITLES.get(estimator, estimator)}{tag}"
     if experiment == "E4":
