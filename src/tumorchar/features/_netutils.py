@@ -195,7 +195,7 @@ def batched_2d_outputs(
     forward,
     model: torch.nn.Module,
     slices,
-    keys: tuple[str, ...],
+    widths: dict[str, int],
     *,
     preprocess,
     intensity_window,
@@ -204,24 +204,27 @@ def batched_2d_outputs(
     bf16: bool | None,
     progress: bool,
     label: str,
-) -> dict[str, list[np.ndarray]]:
+) -> dict[str, np.ndarray]:
     """Run `forward(model, x) -> {key: tensor}` over 2D slices in batches, eval mode,
     inference_mode, channels-last layout, bfloat16 autocast when `bf16` (default: on CUDA
-    only). Returns the per-batch float32 chunks of each key (empty lists for no slices)."""
+    only). Returns one (N, width) float32 array per key of `widths` ({key: width}; the
+    width shapes the (0, width) arrays of an empty input)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     dev = pick_device(device)
     use_bf16 = dev.type == "cuda" if bf16 is None else bf16
     model = model.to(dev).eval().to(memory_format=torch.channels_last)
     n = len(slices)
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in widths}
     with torch.inference_mode(), progress_bar(progress, n, label) as advance:
         for start in range(0, n, batch_size):
             x = preprocess(slices[start : start + batch_size], intensity_window)
             x = x.to(dev).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 outs = forward(model, x)
-            for k in keys:
+            for k in widths:
                 chunks[k].append(outs[k].float().cpu().numpy())
             advance(len(x))
-    return chunks
+    if n == 0:
+        return {k: np.zeros((0, width), np.float32) for k, width in widths.items()}
+    return {k: np.concatenate(v).astype(np.float32, copy=False) for k, v in chunks.items()}

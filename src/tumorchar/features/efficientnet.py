@@ -250,11 +250,12 @@ def extract_efficientnet(
     """The four outputs of `FEATURE_KEYS` for 2D slices ((N, 1280) or (N, 1000) float32) from
     one eval-mode pass per batch, in channels-last layout. `bf16`: bfloat16 autocast
     (default: on CUDA only)."""
-    chunks = batched_2d_outputs(
+    widths = {k: FEATURE_DIM if k.startswith("pooled") else IMAGENET_CLASSES for k in FEATURE_KEYS}
+    return batched_2d_outputs(
         lambda net, x: net.features(x),
         model,
         slices,
-        FEATURE_KEYS,
+        widths,
         preprocess=preprocess_slices,
         intensity_window=intensity_window,
         batch_size=batch_size,
@@ -263,8 +264,3 @@ def extract_efficientnet(
         progress=progress,
         label="EfficientNet-Lite0",
     )
-    n = len(slices)
-    if n == 0:
-        return {k: np.zeros((0, FEATURE_DIM if k.startswith("pooled") else IMAGENET_CLASSES),
-                            np.float32) for k in FEATURE_KEYS}  # fmt: skip
-    return {k: np.concatenate(v) for k, v in chunks.items()}
