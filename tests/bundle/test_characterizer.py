@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 import tumorchar
 from tumorchar.bundle.format import BundleError
 from tumorchar.bundle.scan import ScanError
+from tumorchar.features import i3d
 from tumorchar.vocab import TASKS
 
 pytestmark = pytest.mark.slow  # trains two small bundles (~30 s of CPU) once per session
@@ -44,8 +45,9 @@ def test_manifest_records_training(mtl_bundle, unsupervised_bundle, phantom_stor
     }
     assert set(manifest["cv"]["metrics"]["tasks"]) == set(mtl.tasks)
     network = manifest["settings"]["network"]  # the network and its weights, by content
-    assert network["name"] == "C3D" and network["weights"] == "random-init"
-    assert network["weights_file_sha256"] is None and len(network["initial_weights_sha256"]) == 64
+    assert network["name"] == "I3D" and network["weights"] == "kinetics400"
+    assert network["weights_file_sha256"] == i3d.load_i3d().weights_sha256
+    assert manifest["pipeline"]["features"]["extractor"] == "i3d"
     # the shipped model is the recipe E1's proposed row evaluates, and the manifest says so
     recipe = manifest["settings"]["model_recipe"]
     assert recipe["recipe"] == "graph-sparse-mtl-cv" and recipe["uses_psi"] is True

@@ -1,6 +1,7 @@
 """`Characterizer`: a loaded model bundle applied to new scans.
 
-For a supervised (``mtl``) bundle the chain is: region → C3D fc6 features → the training
+For a supervised (``mtl``) bundle the chain is: region → network features (fine-tuned I3D
+Mixed_5c or C3D fc6; GIST for a 2D model) → the training
 standardization → graph-regularized sparse MTL, one linear predictor per task,
 ŷ_t = x·w_t + b_t, clipped to the task's rating range → the malignancy score and the six
 attribute scores. The probability-like malignancy score is a logistic calibration
@@ -98,8 +99,7 @@ class Characterizer:
                 if np.shape(scores) != (1, len(self.tasks)):
                     raise ValueError(f"{np.shape(scores)} scores for {len(self.tasks)} tasks")
                 self._estimators["calibration"].predict_proba([[3.0]])
-                network = getattr(self._extractor, "network", None)  # GIST bundles: none
-                width = n_features if network is None else network.preset.fc_dim
+                width = network_width(getattr(self._extractor, "network", None), n_features)
                 if width != n_features:
                     raise ValueError(f"the network gives {width} features, the model takes "
                                      f"{n_features}")  # fmt: skip
@@ -304,6 +304,14 @@ def _load_estimators(contents: BundleContents) -> dict[str, Any]:
     return estimators
 
 
+def network_width(network: Any, default: int) -> int:
+    """Features per case of a bundle's network (I3D: 1024, C3D: its preset's fc6); `default`
+    for GIST bundles, which have no network."""
+    if network is None:
+        return default
+    return getattr(network, "n_features", None) or network.preset.fc_dim
+
+
 def _load_extractor(contents: BundleContents):
     from tumorchar.bundle.extractors import extractor_from_manifest
 
@@ -321,7 +329,7 @@ def load_model(path: str | os.PathLike) -> Characterizer:
     contents = read_bundle(Path(path))
     check_model_manifest(contents.manifest, contents.folder)
     required = {ESTIMATORS_FILE, ARRAYS_FILE}
-    if contents.manifest["pipeline"]["features"]["extractor"] == "c3d":
+    if contents.manifest["pipeline"]["features"]["extractor"] in ("i3d", "c3d"):
         required.add(NETWORK_FILE)  # a GIST-based supervised bundle (2D stores) has none
     missing = required - set(contents.manifest["files"])
     if missing:

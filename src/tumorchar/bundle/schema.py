@@ -18,8 +18,9 @@ from tumorchar.bundle.format import BundleError
 
 KINDS = ("mtl", "unsupervised")
 MODALITIES = ("ct", "mri")
-# the supervised model reads C3D fc6 (3D stores) or GIST (2D stores: `train mtl --features`)
-EXTRACTORS = {"mtl": ("c3d", "gist"), "unsupervised": ("gist",)}
+# the supervised model reads I3D Mixed_5c or C3D fc6 (3D stores) or GIST (2D stores:
+# `train mtl --features`)
+EXTRACTORS = {"mtl": ("i3d", "c3d", "gist"), "unsupervised": ("gist",)}
 GIST_PARAMETERS = ("image_size", "orientations", "n_blocks", "fc_prefilt")
 
 
@@ -134,7 +135,7 @@ def _check_features(c: _Checker, features: dict, kind: str) -> None:
     extractor = c.choice(features, "extractor", "pipeline.features.extractor", EXTRACTORS[kind])
     c.get(features, "label", "pipeline.features.label", str)
     settings = c.get(features, "settings", "pipeline.features.settings", dict)
-    if extractor == "c3d":
+    if extractor in ("i3d", "c3d"):
         window = settings.get("intensity_window")
         field = "pipeline.features.settings.intensity_window"
         if window is not None and (

@@ -1,9 +1,10 @@
 """Fit a model on every case of a patch store and write it as a bundle.
 
-- ``mtl`` (supervised, CT): C3D fine-tuned on the 7 tasks (malignancy and six attributes,
-  binary at the mid-point pivot as in the paper) → fc6 features → the model recipe that E1's
-  proposed row evaluates (`tumorchar.models.recipes.PROPOSED_MTL`: standardization →
-  graph-regularized sparse MTL, paper Eq. 6, ρ1 = 1, ρ2 = 10, fitted with the training
+- ``mtl`` (supervised, CT): I3D (Kinetics-400; or C3D) fine-tuned on the 7 tasks (malignancy
+  and six attributes, binary at the mid-point pivot as in the paper) → pooled Mixed_5c (C3D:
+  fc6) features, or GIST on a 2D store → the model recipe that E1's proposed row evaluates
+  (`tumorchar.models.recipes.PROPOSED_MTL`: standardization → graph-regularized sparse MTL,
+  paper Eq. 6, ρ1 and ρ2 by inner CV grouped by patient, or given; fitted with the training
   cases' Ψ of Eq. 5 when the store carries it) regressing the mean ratings.
 - ``unsupervised`` (CT or MRI): GIST of the middle axial slice → `UnsupervisedClassifier`
   (standardization, k-means with k = 2, label-free cluster naming, ∝SVM on the clusters).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -203,7 +205,7 @@ def train_mtl(
     preset: str = "cpu",
     rho1: float | None = None,
     rho2: float | None = None,
-    epochs: int = 3,
+    epochs: int | None = None,
     sports1m: str | os.PathLike | None = None,
     device: str | None = None,
     n_folds: int = 5,
@@ -213,13 +215,21 @@ def train_mtl(
     allow_incomplete: bool = False,
     log: Log = _quiet,
     features: str = "auto",
+    i3d_setting: str = "cpu",
+    allow_random_init: bool = False,
 ) -> Path:
-    """Fit C3D + graph-regularized sparse MTL on a CT patch store; write the bundle at `out`.
+    """Fit a network's features + graph-regularized sparse MTL on a CT patch store; write the
+    bundle at `out`.
 
-    `device` is where C3D is fine-tuned (default: CUDA when available); features are then
-    extracted on the CPU, as prediction does. `features`: "c3d" (fine-tuned C3D fc6, needs a
-    3D store), "gist" (GIST of the central / only slice: E1's 2D row), or "auto" (c3d on a
-    3D store, gist on a 2D store such as the LIDC max-slice crops).
+    `features`: "i3d" (I3D, Kinetics-400, fine-tuned on the 7 tasks under `i3d_setting` →
+    pooled Mixed_5c: E1's proposed 3D row), "c3d" (C3D `preset` fine-tuned → fc6; Sports-1M
+    weights with `sports1m`, else from a seeded random initialization), "gist" (GIST of the
+    central / only slice: E1's 2D row), or "auto" (i3d on a 3D store, gist on a 2D store
+    such as the LIDC max-slice crops). I3D needs the converted weights (`tumorchar weights
+    fetch`) unless `allow_random_init`. `epochs`: fine-tuning epochs (default: C3D 3, I3D
+    the setting's). `device` is where the network is fine-tuned (default: CUDA when
+    available); the features the model is fitted on are computed on the CPU, as prediction
+    computes them.
     """
     _check_out(out, overwrite)
     store = open_store(patches, allow_incomplete)
@@ -228,59 +238,33 @@ def train_mtl(
 
     from sklearn.linear_model import LogisticRegression
 
-    from tumorchar.features import c3d
-
     tasks = TASKS
     region = region_settings_of(store)
     rows, labels = training_cases(store, tasks)
     ids = rows["case_id"].tolist()
     scores = rows[list(tasks)].to_numpy(np.float64)
     psi = psi_or_none(rows[list(PSI_COLUMNS)].to_numpy(float)) if PSI_COLUMNS[0] in rows else None
-    kind = ("c3d" if store.has_volumes else "gist") if features == "auto" else features
-    if kind not in ("c3d", "gist"):
-        raise TrainingError(f"features must be auto, c3d or gist, got {features!r}")
-    if kind == "c3d" and not store.has_volumes:
+    kind = ("i3d" if store.has_volumes else "gist") if features == "auto" else features
+    if kind not in ("i3d", "c3d", "gist"):
+        raise TrainingError(f"features must be auto, i3d, c3d or gist, got {features!r}")
+    if kind != "gist" and not store.has_volumes:
         raise TrainingError(
-            f"patch store {store.folder} is a 2D store: C3D needs volumes (use --features gist)"
+            f"patch store {store.folder} is a 2D store: {kind.upper()} needs volumes "
+            "(use --features gist)"
         )
-    network, network_settings, network_record = None, None, None
     if kind == "gist":
         log(f"{len(ids)} cases; GIST of each case's slice")
-        extractor = GistExtractor(GIST_SETTINGS)
-        features = extractor.features_of_slices(store.slices(ids))
-        feature_spec = {"extractor": "gist", "label": "GIST (2D)", "settings": GIST_SETTINGS}
+        net = _NetworkFeatures(GistExtractor(GIST_SETTINGS).features_of_slices(store.slices(ids)),
+                               {"extractor": "gist", "label": "GIST (2D)",
+                                "settings": GIST_SETTINGS})  # fmt: skip
     else:
-        window = list(c3d.CT_WINDOW_HU)
-        log(f"{len(ids)} cases; fine-tuning C3D ({preset} preset) on {len(tasks)} tasks")
         volumes = StoreVolumes(store, ids)
-        network = c3d.C3D(preset=preset, n_tasks=len(tasks), seed=seed)
-        weights_label = "random-init"
-        if sports1m is not None:
-            c3d.load_sports1m(network, sports1m)
-            weights_label = "sports1m"
-        from tumorchar.provenance import file_sha256, state_dict_sha256
-
-        # The network and the weights it started from, by content (a file is recorded by its
-        # sha256, a seeded initialization by the digest of its tensors).
-        network_record = {
-            "name": "C3D",
-            "preset": preset,
-            "weights": weights_label,
-            "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
-            "initial_weights_sha256": state_dict_sha256(network.state_dict()),
-        }
-        finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
-        c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
-        network = network.cpu().eval()
-        log("extracting fc6 features")
-        extractor = C3DExtractor(network, {"intensity_window": window})
-        features = extractor.features_of_volumes(volumes, progress=progress)
-        network_settings = {"preset": preset, "weights": weights_label, **finetune}
-        feature_spec = {
-            "extractor": "c3d",
-            "label": f"C3D fc6 ({preset} preset, fine-tuned from {weights_label})",
-            "settings": {"intensity_window": window},
-        }
+        common = {"seed": seed, "device": device, "progress": progress, "log": log}
+        if kind == "i3d":
+            net = _i3d_features(volumes, scores, i3d_setting, epochs, allow_random_init, **common)
+        else:
+            net = _c3d_features(volumes, scores, preset, epochs or 3, sports1m, **common)
+    features = net.features
 
     patients = rows["patient_id"].to_numpy()
     recipe = mtl_recipe(rho1, rho2)
@@ -311,8 +295,7 @@ def train_mtl(
         "training_data": _training_data(store, rows),
         "settings": {
             "patch_store": store.settings,
-            **({"c3d": network_settings} if network_settings else {}),
-            **({"network": network_record} if network_record else {}),
+            **net.settings,
             "mtl": {
                 "rho1": getattr(final, "rho1_", rho1),
                 "rho2": getattr(final, "rho2_", rho2),
@@ -328,15 +311,16 @@ def train_mtl(
         },
         "pipeline": {
             "region": region.to_dict(),
-            "features": feature_spec,
+            "features": net.spec,
         },
         "cv": {
             "n_folds": len(folds),
             "split": "grouped by patient, stratified by benign/malignant",
             "note": (
-                "C3D fine-tuned once on all cases; standardization, MTL and calibration "
-                "refitted per fold, so the figures are optimistic about the network part"
-                if network is not None
+                f"{net.name} fine-tuned once on all cases; standardization, MTL and "
+                "calibration refitted per fold, so the figures are optimistic about the "
+                "network part"
+                if net.network is not None
                 else "GIST (fixed, nothing learned); standardization, MTL and calibration "
                 "refitted per fold"
             ),
@@ -344,9 +328,106 @@ def train_mtl(
         },
     }
     estimators = {"scaler": scaler, "mtl": final, "calibration": calibration}
-    path = _write(out, manifest, estimators, network=network, overwrite=overwrite)
+    path = _write(out, manifest, estimators, network=net.network, overwrite=overwrite)
     log(f"model bundle written to {path}")
     return path
+
+
+@dataclass
+class _NetworkFeatures:
+    """The training cases' features and what the bundle records about where they came from:
+    the manifest's pipeline.features entry (`spec`), settings entries, the network to store."""
+
+    features: np.ndarray
+    spec: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    network: Any = None
+    name: str = "GIST"
+
+
+def _i3d_features(volumes, scores, setting, epochs, allow_random_init, *, seed, device,
+                  progress, log) -> _NetworkFeatures:  # fmt: skip
+    """I3D (Kinetics-400) fine-tuned on all cases (7 tasks, binary at the mid-point pivots),
+    as E1's fine-tuned 3D rows fine-tune it on a training fold → pooled Mixed_5c."""
+    from tumorchar.bundle.extractors import I3DExtractor, I3DFeatures
+    from tumorchar.features import i3d
+    from tumorchar.features._netutils import CT_WINDOW_HU, pick_device
+
+    cfg = i3d.get_setting(setting)
+    try:
+        model = i3d.load_i3d(allow_random_init=allow_random_init, seed=seed)
+    except FileNotFoundError as error:
+        raise TrainingError(
+            f"{error} To train from a seeded random initialization instead (features not "
+            "comparable with a pretrained network's), pass --allow-random-init."
+        ) from None
+    initial = model.weights_label
+    network = I3DFeatures(model, cfg.name, seed)
+    window = {"intensity_window": list(CT_WINDOW_HU)}
+    finetune = {"mode": "binary", "epochs": int(epochs or cfg.epochs), "seed": int(seed)}
+    clip = f"{cfg.frames}×{cfg.size}² clips, from {cfg.start}"
+    log(f"{len(volumes)} cases; fine-tuning I3D ({initial}, {cfg.name} setting: {clip}) "
+        f"on {scores.shape[1]} tasks")  # fmt: skip
+    features = i3d.finetune_and_pool(
+        model, lambda rows: network.clips([volumes[i] for i in rows], CT_WINDOW_HU),
+        len(volumes), np.arange(len(volumes)), scores, setting=cfg, device=device,
+        progress=progress, **finetune,
+    )  # fmt: skip
+    model.cpu().eval()
+    if pick_device(device).type != "cpu":  # the model is fitted on CPU features, as predicted
+        log("extracting Mixed_5c features on the CPU")
+        features = I3DExtractor(network, window).features_of_volumes(volumes, progress)
+    record = {
+        "name": "I3D",
+        "setting": cfg.name,
+        "weights": initial,
+        "weights_file_sha256": model.weights_sha256 or None,
+        "seed": int(seed) if initial == "random-init" else None,
+    }
+    label = "Kinetics-400" if initial == "kinetics400" else "random-init, not pretrained"
+    spec = {"extractor": "i3d", "settings": window,
+            "label": f"I3D Mixed_5c ({label}; fine-tuned, {cfg.name} setting)"}  # fmt: skip
+    settings = {"i3d": {"setting": cfg.name, **finetune}, "network": record}
+    return _NetworkFeatures(np.asarray(features, np.float64), spec, settings, network, "I3D")
+
+
+def _c3d_features(volumes, scores, preset, epochs, sports1m, *, seed, device, progress,
+                  log) -> _NetworkFeatures:  # fmt: skip
+    """C3D (`preset`) fine-tuned on all cases from Sports-1M weights (`sports1m`) or a seeded
+    random initialization → fc6."""
+    from tumorchar.features import c3d
+    from tumorchar.provenance import file_sha256, state_dict_sha256
+
+    window = list(c3d.CT_WINDOW_HU)
+    log(f"{len(volumes)} cases; fine-tuning C3D ({preset} preset) on {scores.shape[1]} tasks")
+    network = c3d.C3D(preset=preset, n_tasks=scores.shape[1], seed=seed)
+    weights_label = "random-init"
+    if sports1m is not None:
+        c3d.load_sports1m(network, sports1m)
+        weights_label = "sports1m"
+    # The network and the weights it started from, by content (a file is recorded by its
+    # sha256, a seeded initialization by the digest of its tensors).
+    record = {
+        "name": "C3D",
+        "preset": preset,
+        "weights": weights_label,
+        "weights_file_sha256": None if sports1m is None else file_sha256(sports1m),
+        "initial_weights_sha256": state_dict_sha256(network.state_dict()),
+    }
+    finetune = {"mode": "binary", "epochs": int(epochs), "seed": int(seed)}
+    c3d.finetune(network, volumes, scores, device=device, progress=progress, **finetune)
+    network = network.cpu().eval()
+    log("extracting fc6 features")
+    extractor = C3DExtractor(network, {"intensity_window": window})
+    features = extractor.features_of_volumes(volumes, progress=progress)
+    spec = {
+        "extractor": "c3d",
+        "label": f"C3D fc6 ({preset} preset, fine-tuned from {weights_label})",
+        "settings": {"intensity_window": window},
+    }
+    settings = {"c3d": {"preset": preset, "weights": weights_label, **finetune},
+                "network": record}  # fmt: skip
+    return _NetworkFeatures(features, spec, settings, network, "C3D")
 
 
 def mtl_recipe(rho1: float | None = None, rho2: float | None = None):

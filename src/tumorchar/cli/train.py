@@ -9,11 +9,20 @@ from typing import Annotated
 
 import typer
 
-from tumorchar.cli._common import AllowIncomplete, Overwrite, Preset, Seed, fail
+from tumorchar.cli._common import (
+    AllowIncomplete,
+    AllowRandomInit,
+    I3DSetting,
+    Overwrite,
+    Preset,
+    Seed,
+    fail,
+)
 
 
 class MtlFeatures(StrEnum):
     auto = "auto"
+    i3d = "i3d"
     c3d = "c3d"
     gist = "gist"
 
@@ -55,7 +64,15 @@ def train_mtl_command(
     preset: Preset = typer.Option(
         Preset.cpu, help="C3D preset: cpu (minutes on CPU) or paper (GPU)."
     ),
-    epochs: int = typer.Option(3, min=1, help="C3D fine-tuning epochs."),
+    i3d_setting: I3DSetting = typer.Option(
+        I3DSetting.cpu,
+        "--i3d-setting",
+        help="I3D: cpu (16x64x64 clips, top block fine-tuned) or full (GPU: 32x224x224, "
+        "every layer).",
+    ),
+    epochs: int | None = typer.Option(
+        None, min=1, help="Fine-tuning epochs (default: I3D the setting's, C3D 3)."
+    ),
     rho1: float | None = typer.Option(
         None,
         help="Fixed task-graph penalty ρ1 of Eq. 6 (summed loss; the paper: 1). "
@@ -72,23 +89,26 @@ def train_mtl_command(
         dir_okay=False,
         help="Sports-1M C3D weights (paper preset).",
     ),
+    allow_random_init: AllowRandomInit = False,
     device: str | None = typer.Option(None, help="Fine-tuning device (default: CUDA if any)."),
     folds: InternalFolds = 5,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     features: MtlFeatures = typer.Option(
         MtlFeatures.auto,
-        help="Features: c3d (fine-tuned, 3D stores), gist (2D), auto (c3d on a 3D store, "
-        "gist on a 2D store such as the LIDC max-slice crops).",
+        help="Features: i3d (Kinetics-400, fine-tuned; 3D stores), c3d (fine-tuned; 3D "
+        "stores), gist (2D), auto (i3d on a 3D store, gist on a 2D store such as the LIDC "
+        "max-slice crops).",
     ),
 ) -> None:
-    """Supervised model: features (C3D fine-tuned on 7 tasks → fc6 on a 3D store; GIST on a 2D
-    store) → the proposed graph-regularized sparse MTL, exactly the recipe E1's proposed row
-    evaluates."""
+    """Supervised model: features (I3D, Kinetics-400, fine-tuned on 7 tasks → pooled
+    Mixed_5c on a 3D store; GIST on a 2D store) → the proposed graph-regularized sparse MTL,
+    exactly the recipe E1's proposed row evaluates. I3D needs `tumorchar weights fetch`."""
     from tumorchar.bundle.train import train_mtl
 
     options = {"preset": preset.value, "epochs": epochs, "rho1": rho1, "rho2": rho2}
-    options["features"] = features.value
+    options |= {"features": features.value, "i3d_setting": i3d_setting.value}
+    options["allow_random_init"] = allow_random_init
     options |= {"sports1m": weights, "device": device, "n_folds": folds, "seed": seed}
     options |= {"allow_incomplete": allow_incomplete}
     _run(train_mtl, patches, out, overwrite=overwrite, progress=True, **options)

@@ -506,16 +506,14 @@ class Reproduction:
         top block on the endpoint cached by the recipe (frozen, label-free trunk: one pass
         for all folds); `full` trains every layer on clips made batch by batch. Each fold is a
         nested stage keyed by its training cases."""
-        import torch
-
         from tumorchar.features import i3d
         from tumorchar.features.recipes import volumes_of
 
         cfg = i3d.get_setting(finetune["setting"])
-        shape = i3d.endpoint_shape(cfg)
         window = {"intensity_window": None} if store.source == "mri" else {}
 
-        def clips_of(ids):
+        def clips_of(rows):
+            ids = [case_ids[i] for i in rows]
             return i3d.volumes_to_clips(volumes_of(store, ids), cfg.frames, cfg.size, **window)
 
         def compute(fold: Fold):
@@ -523,20 +521,11 @@ class Reproduction:
 
             def run(_values, context: StageContext):
                 model = recipe.network()
-                args = {"mode": finetune["mode"], "setting": cfg, "epochs": finetune["epochs"],
-                        "seed": finetune["seed"] + fold.index}  # fmt: skip
-                if shape is not None:
-                    x = torch.from_numpy(np.ascontiguousarray(endpoint)).reshape(-1, *shape)
-                    i3d.finetune(model, x[fold.train], scores[fold.train], **args)
-                    feats = i3d.extract(model, x, 64, start=cfg.start)["mixed_5c"]
-                else:
-                    i3d.finetune(
-                        model, lambda idx: clips_of([train_ids[i] for i in idx.tolist()]),
-                        scores[fold.train], **args,
-                    )  # fmt: skip
-                    chunks = [case_ids[a : a + 64] for a in range(0, len(case_ids), 64)]
-                    feats = np.concatenate([i3d.extract(model, clips_of(c))["mixed_5c"]
-                                            for c in chunks])  # fmt: skip
+                feats = i3d.finetune_and_pool(
+                    model, clips_of, len(case_ids), fold.train, scores, setting=cfg,
+                    endpoint=endpoint, mode=finetune["mode"], epochs=finetune["epochs"],
+                    seed=finetune["seed"] + fold.index,
+                )  # fmt: skip
                 save_npz_atomic(context.folder / "features.npz", {"mixed_5c": feats})
                 return feats
 

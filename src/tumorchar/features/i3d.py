@@ -695,3 +695,45 @@ def finetune(
     if "+finetuned" not in model.weights_label:
         model.weights_label += f"+finetuned-{mode}"
     return history
+
+
+def finetune_and_pool(
+    model: I3D,
+    clips_of: Callable[[np.ndarray], torch.Tensor],
+    n_cases: int,
+    train: np.ndarray,
+    targets: np.ndarray,
+    *,
+    setting: str | I3DSetting = "cpu",
+    endpoint: np.ndarray | None = None,
+    chunk: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    **finetune_args,
+) -> np.ndarray:
+    """Fine-tune `model` on the cases `train` (row indices into `targets`, which has one row
+    per case) and return the pooled Mixed_5c features (n_cases, 1024) of every case.
+
+    `clips_of(indices)` gives the clips of those cases. When the setting freezes the blocks
+    before `start`, their output is computed once (or taken from `endpoint`, the flattened
+    cache of `extract(..., stop=endpoint_before(start))`) and only the top is run again;
+    otherwise clips are made batch by batch. `finetune_args` go to `finetune`."""
+    cfg = get_setting(setting)
+    train = np.asarray(train, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.float64)
+    shape = endpoint_shape(cfg)
+    chunks = [np.arange(a, min(a + chunk, n_cases)) for a in range(0, n_cases, chunk)]
+    args = {"setting": cfg, "device": device, "progress": progress, **finetune_args}
+    if shape is None:
+        finetune(model, lambda idx: clips_of(train[idx.numpy()]), targets[train], **args)
+        parts = [extract(model, clips_of(c), cfg.batch_size, device=device)["mixed_5c"]
+                 for c in chunks]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros((0, FEATURE_DIM), np.float32)
+    if endpoint is None:
+        before = endpoint_before(cfg.start)
+        parts = [extract(model, clips_of(c), stop=before, device=device)["endpoint"]
+                 for c in chunks]  # fmt: skip
+        endpoint = np.concatenate(parts) if parts else np.zeros((0, *shape), np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(endpoint, dtype=np.float32)).reshape(-1, *shape)
+    finetune(model, x[torch.from_numpy(train)], targets[train], **args)
+    return extract(model, x, chunk, start=cfg.start, device=device)["mixed_5c"]

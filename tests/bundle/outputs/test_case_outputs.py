@@ -156,7 +156,6 @@ def test_grad_cam_explains_the_bundles_own_malignancy_score(mtl_bundle, dicom_se
     import torch
 
     from tumorchar.bundle.outputs.heatmap import malignancy_head
-    from tumorchar.features.c3d import prepare_clips
 
     folder, _, _, _, center = dicom_series
     model = tumorchar.load_model(mtl_bundle)
@@ -164,12 +163,8 @@ def test_grad_cam_explains_the_bundles_own_malignancy_score(mtl_bundle, dicom_se
     est = model._estimators
     features = model._extractor.features(patch)
     expected = est["mtl"].predict(est["scaler"].transform(features))[0, 0]
-    window = model._extractor.settings.get("intensity_window")
-    clip = prepare_clips(
-        patch.volume[None],
-        model._extractor.network.preset,
-        tuple(window) if window is not None else None,
-    )
+    extractor = model._extractor
+    clip = extractor.network.clips(patch.volume[None], extractor.intensity_window)
     with torch.no_grad():
         score = float(malignancy_head(model)(clip)[0])
     assert model.tasks[0] == "malignancy"

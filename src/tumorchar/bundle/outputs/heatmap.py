@@ -122,16 +122,27 @@ def grad_cam(
     return F.relu((weights * maps).sum(dim=1)).detach()
 
 
-def cam_layer(model: nn.Module, inputs: torch.Tensor, min_cells: int = MIN_CAM_CELLS) -> str:
+def cam_layer(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    min_cells: int = MIN_CAM_CELLS,
+    candidates: Sequence[str] | None = None,
+) -> str:
     """Name of the last convolution (in execution order) whose output has at least
-    `min_cells` positions along every spatial axis, found by one forward pass."""
+    `min_cells` positions along every spatial axis, found by one forward pass; among the
+    modules named `candidates` instead when given (e.g. an Inception network's blocks)."""
     shapes: list[tuple[str, tuple[int, ...]]] = []
+    wanted = set(candidates) if candidates is not None else None
     handles = [
         module.register_forward_hook(
             lambda _m, _i, out, name=name: shapes.append((name, tuple(out.shape[2:])))
         )
         for name, module in model.named_modules()
-        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        if (
+            name in wanted
+            if wanted is not None
+            else isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        )  # fmt: skip
     ]
     try:
         with torch.no_grad():
@@ -205,9 +216,9 @@ def _starts(n: int, window: int, stride: int) -> list[int]:
 
 
 class MalignancyHead(nn.Module):
-    """The differentiable malignancy score of a supervised (C3D + MTL) bundle:
-    y = ((ReLU(network.trunk(x)) − μ) ⊘ σ) · w + b, with the C3D as the submodule
-    ``network`` (so its layers are named ``network.<layer>``)."""
+    """The differentiable malignancy score of a supervised (network + MTL) bundle:
+    y = ((ReLU(network.trunk(x)) − μ) ⊘ σ) · w + b, with the C3D or `I3DFeatures` as the
+    submodule ``network`` (so its layers are named ``network.<layer>``)."""
 
     def __init__(self, network: nn.Module, mean, scale, weights, intercept: float):
         super().__init__()
@@ -226,23 +237,31 @@ def bundle_heatmap(
 ) -> Heatmap:
     """The malignancy heatmap of a `Characterizer` on an extracted region `patch`.
 
-    ``auto``: Grad-CAM for a C3D bundle, occlusion for a GIST (unsupervised) one; ``occlusion``
-    is also available for C3D. The unsupervised score is the proportion-SVM margin (for the
-    positive class), the supervised one the malignancy score before clipping.
+    ``auto``: Grad-CAM for a network (I3D or C3D) bundle, occlusion for a GIST one;
+    ``occlusion`` is also available for networks. The unsupervised score is the
+    proportion-SVM margin (for the positive class), the supervised one the malignancy score
+    before clipping.
     """
-    from tumorchar.bundle.extractors import C3DExtractor
+    from tumorchar.bundle.extractors import C3DExtractor, I3DExtractor
 
     if patch.axes_mm is None:
         raise ValueError("the region patch carries no sample axes; extract it from a scan")
     extractor = model._extractor
     if method not in ("auto", "grad-cam", "occlusion"):
         raise ValueError(f"unknown heatmap method {method!r}; use auto, grad-cam or occlusion")
+    if isinstance(extractor, I3DExtractor):
+        head = malignancy_head(model)
+        window = extractor.intensity_window
+        if method in ("auto", "grad-cam"):
+            return i3d_grad_cam(head, patch, window, layer)
+        return _network_occlusion(head, patch, lambda v: head.network.clips(v, window))
     if isinstance(extractor, C3DExtractor):
         head = malignancy_head(model)
+        window = extractor.settings.get("intensity_window")
         if method in ("auto", "grad-cam"):
-            window = extractor.settings.get("intensity_window")
             return c3d_grad_cam(head, patch, window, layer)
-        return _c3d_occlusion(head, patch, extractor.settings.get("intensity_window"))
+        window = tuple(window) if window is not None else None
+        return _network_occlusion(head, patch, lambda v: _c3d_clips(v, head.network.preset, window))
     if method == "grad-cam":
         raise ValueError("Grad-CAM needs a network; this model uses GIST features: use occlusion")
     return _gist_occlusion(model, patch)
@@ -305,14 +324,35 @@ def _clip_map_to_patch(cam, preset, patch_shape) -> np.ndarray:
     return on_patch[0, 0].numpy()
 
 
-def _c3d_occlusion(head: Any, patch: Any, intensity_window) -> Heatmap:
+def i3d_grad_cam(head: Any, patch: Any, intensity_window=None, layer: str | None = None):
+    """Grad-CAM of an I3D-based score module (`MalignancyHead` on `I3DFeatures`) at the
+    output of an Inception block: by default the last block whose map keeps
+    `MIN_CAM_CELLS` positions per axis (Mixed_4f on the `cpu` setting's 16×64² clips, a
+    4×4×4 map). The clip is the whole patch resized, so the map is resized back to it."""
+    from tumorchar.features.i3d import ENDPOINTS
+
+    clip = head.network.clips(patch.volume[None], intensity_window).contiguous()
+    blocks = [f"network.model.blocks.{name}" for name in ENDPOINTS]
+    layer = layer or cam_layer(head, clip, candidates=blocks)
+    cam = grad_cam(head, clip, layer, rectify=True)[0]
+    shape = tuple(patch.volume.shape)
+    values = F.interpolate(cam[None, None].float(), size=shape, mode="trilinear")[0, 0].numpy()
+    return Heatmap(_unit_max(values), patch.axes_mm, "grad-cam", "malignancy score", layer)
+
+
+def _c3d_clips(volumes: np.ndarray, preset, window):
     from tumorchar.features.c3d import prepare_clips
 
-    window = tuple(intensity_window) if intensity_window is not None else None
+    return prepare_clips(volumes, preset, window)
+
+
+def _network_occlusion(head: Any, patch: Any, clips_of: Callable) -> Heatmap:
+    """Occlusion sensitivity of the malignancy score; `clips_of` turns volumes into the
+    network's clips."""
 
     def score(volumes: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return head(prepare_clips(volumes, head.network.preset, window)).numpy()
+            return head(clips_of(volumes)).numpy()
 
     side = max(2, min(patch.volume.shape) // 6)
     values = occlusion_sensitivity(score, patch.volume, side, batch_size=32)
