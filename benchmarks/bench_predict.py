@@ -8,8 +8,9 @@ nodule, keeps it in memory, and times `Characterizer.predict` on it (median of r
 split into region extraction, features and model), on `--threads` CPU threads (default 2,
 the target machine). Reading the same scan from a NIfTI file and from a DICOM series folder
 is timed separately. Without `--model`, small bundles (the default 0.5 mm / 32 mm crop,
-the `cpu` C3D preset) are first trained on a synthetic phantom store in a temporary folder;
-their quality is irrelevant here, only their cost.
+I3D Kinetics-400 under the `cpu` setting; `make weights` first) are first trained on a
+synthetic phantom store in a temporary folder; their quality is irrelevant here, only
+their cost.
 
     python benchmarks/bench_predict.py [--model DIR ...] [--threads 2] [--repeats 5]
 """
