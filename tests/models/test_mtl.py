@@ -380,3 +380,35 @@ def test_graph_sparse_mtl_cv_groups_inner_folds_by_patient_and_can_choose_rho1()
         assert not set(groups[train]) & set(groups[test])
     with pytest.raises(ValueError, match="groups"):
         GraphSparseMTLCV(cv=3).fit(X, Y, groups=np.repeat([0, 1], 120))
+
+
+def test_warm_start_continues_from_the_previous_fit_to_the_same_optimum():
+    X, Y, psi = make_problem(60, 80, seed=3)
+    warm = GraphSparseMTL(rho1=0.5, rho2=40.0, graph=S_PATH, tol=1e-8, warm_start=True)
+    warm.fit(X, Y, psi=psi)
+    first_iters = warm.n_iter_
+    warm.fit(X, Y, psi=psi)  # from its own solution: nothing left to do
+    assert warm.n_iter_ < first_iters / 10
+    warm.set_params(rho2=2.0).fit(X, Y, psi=psi)
+    cold = GraphSparseMTL(rho1=0.5, rho2=2.0, graph=S_PATH, tol=1e-8).fit(X, Y, psi=psi)
+    assert warm.objective_ == pytest.approx(cold.objective_, rel=1e-6)
+    # a start of another width (other features) is ignored, not misused
+    warm.fit(X[:, :50], Y, psi=psi)
+    assert warm.coef_.shape == (50, 4)
+
+
+def test_graph_sparse_mtl_cv_refit_is_the_cold_solution_and_no_graph_keeps_rho1_zero():
+    from tumorchar.models.mtl_cv import GraphSparseMTLCV
+
+    X, Y, psi = make_problem(150, 40, seed=5)  # independent tasks: no edge in the graph
+    groups = np.repeat(np.arange(50), 3)
+    est = GraphSparseMTLCV(rho1_grid=(0.0, 0.01, 1.0), n_rho2=4, cv=3, tol=1e-8)
+    est.fit(X, Y, psi=psi, groups=groups)
+    assert est.graph_edges_ == [] and est.estimator_.graph == "auto"
+    assert est.graph_correlation_ is not None  # the auto graph's diagnostics are kept
+    # every rho1 then solves one problem; rounding must not choose a graph weight
+    assert est.rho1_ == 0.0
+    cold = GraphSparseMTL(rho1=est.rho1_, rho2=est.rho2_, loss="mean", fit_intercept=True,
+                          tol=1e-8).fit(X, Y, psi=psi)  # fmt: skip
+    assert est.converged_
+    np.testing.assert_allclose(est.coef_, cold.coef_, atol=1e-5)

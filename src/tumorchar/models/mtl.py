@@ -203,6 +203,8 @@ class GraphSparseMTL(_BaseMTL):
     fit_intercept : fit an unpenalized intercept b_i per task (by centring).
     tol, max_iter : stopping rule of `apg` (relative objective change and fixed-point
         residual both <= tol), run on working sets of features (`apg_working_set`).
+    warm_start : start from the previous fit's ``coef_`` (a path of rho values on the same
+        data, as `GraphSparseMTLCV` refits) instead of W = 0.
 
     Ψ (paper Eq. 5) is per-sample data, so it goes to ``fit(X, Y, psi=...)``, not to the
     constructor; it is added to every feature of task i's design, as Eq. 6 writes. Test
@@ -230,6 +232,7 @@ class GraphSparseMTL(_BaseMTL):
         "rho1": [Interval(Real, 0, None, closed="left")],
         "rho2": [Interval(Real, 0, None, closed="left")],
         "graph": [StrOptions({"auto"}), "array-like"],
+        "warm_start": ["boolean"],
     }
 
     def __init__(
@@ -241,6 +244,7 @@ class GraphSparseMTL(_BaseMTL):
         fit_intercept=False,
         tol=1e-6,
         max_iter=5000,
+        warm_start=False,
     ):
         self.rho1 = rho1
         self.rho2 = rho2
@@ -249,6 +253,7 @@ class GraphSparseMTL(_BaseMTL):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.warm_start = warm_start
 
     def fit(self, X, Y, psi=None):
         """Fit on X ((n, d) array or list of M (n, d) arrays), Y ((n, M) or (n,)) and the
@@ -272,9 +277,20 @@ class GraphSparseMTL(_BaseMTL):
         c = self._loss_weight(n_samples)
         smooth = _build_smooth(Xc, Yc, psi_c, per_task, graph_laplacian(S, n_tasks), c * self.rho1)
         penalty = L1Penalty(c * self.rho2)
-        result = apg_working_set(smooth, penalty, tol=self.tol, max_iter=self.max_iter)
+        result = apg_working_set(
+            smooth, penalty, self._initial_coef(Xc, n_tasks), tol=self.tol, max_iter=self.max_iter
+        )
         self._store_solution(result, offsets, c)
         return self
+
+    def _initial_coef(self, Xc, n_tasks):
+        """The previous fit's W (d, M) under ``warm_start`` when its shape fits, else None."""
+        coef = getattr(self, "coef_", None) if self.warm_start else None
+        if coef is None:
+            return None
+        W = np.asarray(coef, dtype=float).reshape(-1, n_tasks)
+        n_features = (Xc[0] if isinstance(Xc, list) else Xc).shape[1]
+        return W if W.shape[0] == n_features else None
 
     def predict(self, X, psi=None):
         """Predict (X_i + psi_i 1^T) w_i + b_i for every task.

@@ -17,9 +17,12 @@ grid, so the graph term is kept only where it lowers the inner-CV error, and
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, check_random_state
@@ -35,6 +38,25 @@ from tumorchar.models.mtl import (
 from tumorchar.models.taskgraph import fit_task_graph
 
 DEFAULT_RHO1_GRID = (0.0, paper_rhos_on_mean_scale()[0], 0.01, 0.1, 1.0)
+
+
+@dataclass(frozen=True)
+class _SplitState:
+    """What stage 2 reuses from stage 1 on one inner split: the Laplacian of its task graph
+    and the solutions {rho2: W} (warm starts)."""
+
+    laplacian: np.ndarray
+    solutions: dict
+
+
+def _smallest_best(values, errors, rtol=1e-6) -> float:
+    """The smallest value whose error is the minimum within ``rtol``: rho1 > 0 is chosen
+    only where the graph term lowers the error. With no graph edges every rho1 solves the
+    same problem, and the warm-started solves differ only by what the solver's tolerance
+    leaves (≈ 1e-8 relative in held-out error), which must not pick a rho1."""
+    values, errors = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
+    tied = errors <= errors.min() + rtol * abs(errors.min())
+    return float(values[tied].min())
 
 
 def _rows(X, index):
@@ -125,14 +147,23 @@ class GraphSparseMTLCV(_BaseMTL):
         top = top if top > 0 else 1.0
         return np.geomspace(top, top * self.rho2_min_ratio, int(self.n_rho2))
 
-    def _split_errors(self, Xs, Y2, psi, per_task, split, pairs, tasks):
-        """Held-out error of one inner split for each (rho1, rho2) of ``pairs``; the rho2
-        of one rho1 are solved in decreasing order, warm-started."""
+    def _split_errors(self, Xs, Y2, psi, per_task, split, pairs, tasks, state=None):
+        """Held-out error of one inner split for each (rho1, rho2) of ``pairs``, and the
+        split's `_SplitState` (its task graph and the solutions of the last rho1 solved).
+
+        Every solve is warm-started: the rho2 of one rho1 in decreasing order, each from the
+        previous one; a rho2 solved before (in ``state``: stage 1 on this split, or the
+        previous rho1) from that solution. A cold start at a small rho2 needs more than
+        ``max_iter`` iterations on these designs, where the warm path converges.
+        """
         train, test = split
         Xtr, Ytr = _rows(Xs, train), Y2[train]
         ptr = None if psi is None else psi[train]
         Xc, Yc, psi_c, offsets = self._centre(Xtr, Ytr, ptr, per_task)
-        laplacian = graph_laplacian(fit_task_graph(Xc, Yc).structure, Y2.shape[1])
+        if state is None:
+            structure = fit_task_graph(Xc, Yc).structure
+            state = _SplitState(graph_laplacian(structure, Y2.shape[1]), {})
+        laplacian, solutions = state.laplacian, dict(state.solutions)
         n = len(train)
         Xte = _rows(Xs, test)
         variance = np.maximum(Ytr[:, tasks].var(axis=0), np.finfo(float).tiny)
@@ -141,6 +172,7 @@ class GraphSparseMTLCV(_BaseMTL):
             smooth = _build_smooth(Xc, Yc, psi_c, per_task, laplacian, n * rho1)
             W = None
             for rho2 in sorted({r2 for r1, r2 in pairs if r1 == rho1}, reverse=True):
+                W = solutions.get(rho2, W)
                 result = apg_working_set(
                     smooth,
                     L1Penalty(n * rho2),
@@ -149,15 +181,53 @@ class GraphSparseMTLCV(_BaseMTL):
                     max_iter=self.max_iter,
                     warn=False,
                 )
-                W = result.coef
+                W = solutions[rho2] = result.coef
                 P = self._predict_with(W, offsets, Xte, None if ptr is None else ptr.mean(0))
                 mse = ((P[:, tasks] - Y2[test][:, tasks]) ** 2).mean(axis=0)
                 errors[(rho1, rho2)] = float(np.mean(mse / variance))
-        return errors
+        return errors, _SplitState(laplacian, solutions)
 
-    def _mean_errors(self, Xs, Y2, psi, per_task, splits, pairs, tasks):
-        per_split = [self._split_errors(Xs, Y2, psi, per_task, s, pairs, tasks) for s in splits]
-        return np.array([np.mean([e[p] for e in per_split]) for p in pairs])
+    def _mean_errors(self, Xs, Y2, psi, per_task, splits, pairs, tasks, states=None):
+        """Mean held-out error of each pair over the splits, and each split's state."""
+        states = states or [None] * len(splits)
+        runs = [
+            self._split_errors(Xs, Y2, psi, per_task, s, pairs, tasks, state)
+            for s, state in zip(splits, states, strict=True)
+        ]
+        errors = np.array([np.mean([e[p] for e, _ in runs]) for p in pairs])
+        return errors, [state for _, state in runs]
+
+    def _refit(self, X, Y, psi, rho2s):
+        """`GraphSparseMTL` at the chosen (rho1_, rho2_) on all of (X, Y), reached by a warm
+        path: rho2 down its grid at rho1 = 0, then rho1 up its grid at rho2_. The task graph
+        is estimated once, by the first solve, and reused along the path."""
+        estimator = GraphSparseMTL(
+            rho1=0.0,
+            loss="mean",
+            fit_intercept=self.fit_intercept,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            warm_start=True,
+        )
+        path = [(0.0, r2) for r2 in rho2s if r2 > self.rho2_]
+        path += [(r1, self.rho2_) for r1 in np.sort(self.rho1_grid_) if r1 <= self.rho1_]
+        first = None
+        for rho1, rho2 in path[:-1]:
+            with warnings.catch_warnings():  # only the last solve is the model
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                estimator.set_params(rho1=rho1, rho2=rho2).fit(X, Y, psi=psi)
+            if first is None:
+                first = (
+                    estimator.graph_,
+                    estimator.graph_correlation_,
+                    estimator.graph_duality_gap_,
+                )
+                estimator.set_params(graph=estimator.graph_)
+        estimator.set_params(rho1=self.rho1_, rho2=self.rho2_).fit(X, Y, psi=psi)
+        if first is not None:  # the same data gives the same "auto" graph: say so
+            estimator.graph_, estimator.graph_correlation_, estimator.graph_duality_gap_ = first
+            estimator.set_params(graph="auto")
+        return estimator
 
     def _predict_with(self, W, offsets, X, psi_mean):
         b = np.zeros(W.shape[1]) if offsets is None else offsets[1] - np.sum(offsets[0] * W, 0)
@@ -180,24 +250,19 @@ class GraphSparseMTLCV(_BaseMTL):
             raise ValueError("rho1_grid must be a non-empty list of non-negative values")
         rho2s = self._rho2_grid(Xs, Y2, P, per_task)
         splits = self._splits(n, groups)
-        # stage 1: rho2 at rho1 = 0 (independent Lassos); stage 2: rho1 at that rho2
-        self.cv_mse_rho2_ = self._mean_errors(
+        # stage 1: rho2 at rho1 = 0 (independent Lassos); stage 2: rho1 at that rho2,
+        # warm-started from stage 1's solutions on each split
+        self.cv_mse_rho2_, states = self._mean_errors(
             Xs, Y2, P, per_task, splits, [(0.0, r) for r in rho2s], tasks
         )
         rho2 = float(rho2s[int(np.argmin(self.cv_mse_rho2_))])
-        self.cv_mse_rho1_ = self._mean_errors(
-            Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks
+        states = [_SplitState(s.laplacian, {rho2: s.solutions[rho2]}) for s in states]
+        self.cv_mse_rho1_, _ = self._mean_errors(
+            Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks, states
         )
         self.rho1_grid_, self.rho2_grid_ = rho1s, rho2s
-        self.rho1_, self.rho2_ = float(rho1s[int(np.argmin(self.cv_mse_rho1_))]), rho2
-        self.estimator_ = GraphSparseMTL(
-            rho1=self.rho1_,
-            rho2=self.rho2_,
-            loss="mean",
-            fit_intercept=self.fit_intercept,
-            tol=self.tol,
-            max_iter=self.max_iter,
-        ).fit(X, Y, psi=psi)
+        self.rho1_, self.rho2_ = _smallest_best(rho1s, self.cv_mse_rho1_), rho2
+        self.estimator_ = self._refit(X, Y, psi, rho2s)
         for name in (
             "coef_",
             "intercept_",
