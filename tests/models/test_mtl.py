@@ -412,3 +412,20 @@ def test_graph_sparse_mtl_cv_refit_is_the_cold_solution_and_no_graph_keeps_rho1_
                           tol=1e-8).fit(X, Y, psi=psi)  # fmt: skip
     assert est.converged_
     np.testing.assert_allclose(est.coef_, cold.coef_, atol=1e-5)
+
+
+def test_rho1_zero_twin_of_a_model_without_graph_term_predicts_what_it_predicts():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tumorchar.experiments.e1_mtl import rho1_zero_refit
+    from tumorchar.models.mtl_cv import GraphSparseMTLCV
+
+    X, Y, psi = make_problem(150, 40, seed=5)  # no graph edge: rho1_ = 0
+    model = make_pipeline(
+        StandardScaler(), GraphSparseMTLCV(n_rho2=4, cv=3, tol=1e-8, random_state=0)
+    )
+    model.fit(X[:120], Y[:120], graphsparsemtlcv__psi=psi[:120])
+    assert model[-1].rho1_ == 0.0
+    twin = rho1_zero_refit(model, X[:120], Y[:120], X[120:], psi[:120])
+    np.testing.assert_allclose(twin, model.predict(X[120:])[:, 0], atol=1e-6)

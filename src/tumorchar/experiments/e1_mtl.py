@@ -24,6 +24,7 @@ fine-tuning inside `FoldFeatures`) sees the training fold only.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +34,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from tumorchar.experiments.protocol import Fold, regression_metrics, split_features
 from tumorchar.experiments.results import MethodLabels, ResultLog
-from tumorchar.models.mtl import GraphSparseMTL
 from tumorchar.models.mtl_cv import GraphSparseMTLCV
 from tumorchar.models.recipes import (
     LASSO,
@@ -204,14 +204,8 @@ def rho1_zero_refit(model, X_train, Y_train, X_test, psi) -> np.ndarray:
     chosen ρ2 (same cleaning, scaling and Ψ): what the graph term adds is the difference."""
     final = model[-1]
     front = model[:-1]
-    refit = GraphSparseMTL(
-        rho1=0.0,
-        rho2=final.rho2_,
-        loss="mean",
-        fit_intercept=final.fit_intercept,
-        tol=final.tol,
-        max_iter=final.max_iter,
-    )
+    # warm-started from the chosen model: a cold start stops at max_iter on these designs
+    refit = copy.deepcopy(final.estimator_).set_params(rho1=0.0, warm_start=True)
     refit.fit(front.transform(X_train), Y_train, psi=psi)
     return refit.predict(front.transform(X_test))[:, 0]
 

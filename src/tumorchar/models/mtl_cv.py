@@ -256,10 +256,13 @@ class GraphSparseMTLCV(_BaseMTL):
             Xs, Y2, P, per_task, splits, [(0.0, r) for r in rho2s], tasks
         )
         rho2 = float(rho2s[int(np.argmin(self.cv_mse_rho2_))])
-        states = [_SplitState(s.laplacian, {rho2: s.solutions[rho2]}) for s in states]
-        self.cv_mse_rho1_, _ = self._mean_errors(
-            Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks, states
-        )
+        if any(s.laplacian.any() for s in states):
+            states = [_SplitState(s.laplacian, {rho2: s.solutions[rho2]}) for s in states]
+            self.cv_mse_rho1_, _ = self._mean_errors(
+                Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks, states
+            )
+        else:  # no inner split has a graph edge: every rho1 is the stage-1 problem
+            self.cv_mse_rho1_ = np.full(rho1s.size, self.cv_mse_rho2_.min())
         self.rho1_grid_, self.rho2_grid_ = rho1s, rho2s
         self.rho1_, self.rho2_ = _smallest_best(rho1s, self.cv_mse_rho1_), rho2
         self.estimator_ = self._refit(X, Y, psi, rho2s)
