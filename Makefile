@@ -6,8 +6,9 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo test test-all weights lint bench clean browser
 
-# Demo-size settings that keep `make demo` within ~20 min on 2 CPU cores; the report lists
-# them. `make demo DEMO_SIZE=` runs the full-size settings.
+# Demo-size settings (the report lists them): with them `make demo` took 37.6 min on 2 idle
+# CPU cores (README); add --max-cases 600 for a stratified half of the nodules.
+# `make demo DEMO_SIZE=` runs the full-size settings.
 DEMO_SIZE ?= --psvm-restarts 3 --mri-shape 16,128,128
 
 # torch is pinned to the CPU build that ships on the build machines; pylidc is installed
