@@ -51,9 +51,9 @@ class _SplitState:
 
 def _smallest_best(values, errors, rtol=1e-6) -> float:
     """The smallest value whose error is the minimum within ``rtol``: rho1 > 0 is chosen
-    only where the graph term lowers the error. With no graph edges every rho1 solves the
-    same problem, and the warm-started solves differ only by what the solver's tolerance
-    leaves (≈ 1e-8 relative in held-out error), which must not pick a rho1."""
+    only where the graph term lowers the error. On a split without graph edges every rho1
+    gets the rho1 = 0 error exactly (`_split_errors`); ``rtol`` absorbs what the solver's
+    tolerance leaves between warm-started solves (≈ 1e-8 relative in held-out error)."""
     values, errors = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
     tied = errors <= errors.min() + rtol * abs(errors.min())
     return float(values[tied].min())
@@ -167,24 +167,31 @@ class GraphSparseMTLCV(_BaseMTL):
         n = len(train)
         Xte = _rows(Xs, test)
         variance = np.maximum(Ytr[:, tasks].var(axis=0), np.finfo(float).tiny)
-        errors = {}
+        # without a graph edge on this split the graph term is zero: every rho1 is the
+        # rho1 = 0 problem, solved once and scored once (exact ties: `_smallest_best`)
+        coupled = bool(laplacian.any())
+        errors, solved = {}, {}
         for rho1 in sorted({r1 for r1, _ in pairs}):
-            smooth = _build_smooth(Xc, Yc, psi_c, per_task, laplacian, n * rho1)
+            effective = rho1 if coupled else 0.0
             W = None
             for rho2 in sorted({r2 for r1, r2 in pairs if r1 == rho1}, reverse=True):
-                W = solutions.get(rho2, W)
-                result = apg_working_set(
-                    smooth,
-                    L1Penalty(n * rho2),
-                    W,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
-                    warn=False,
-                )
-                W = solutions[rho2] = result.coef
-                P = self._predict_with(W, offsets, Xte, None if ptr is None else ptr.mean(0))
-                mse = ((P[:, tasks] - Y2[test][:, tasks]) ** 2).mean(axis=0)
-                errors[(rho1, rho2)] = float(np.mean(mse / variance))
+                if (effective, rho2) not in solved:
+                    smooth = _build_smooth(Xc, Yc, psi_c, per_task, laplacian, n * effective)
+                    W = solutions.get(rho2, W)
+                    result = apg_working_set(
+                        smooth,
+                        L1Penalty(n * rho2),
+                        W,
+                        tol=self.tol,
+                        max_iter=self.max_iter,
+                        warn=False,
+                    )
+                    W = solutions[rho2] = result.coef
+                    psi_mean = None if ptr is None else ptr.mean(0)
+                    P = self._predict_with(W, offsets, Xte, psi_mean)
+                    mse = ((P[:, tasks] - Y2[test][:, tasks]) ** 2).mean(axis=0)
+                    solved[(effective, rho2)] = float(np.mean(mse / variance))
+                errors[(rho1, rho2)] = solved[(effective, rho2)]
         return errors, _SplitState(laplacian, solutions)
 
     def _mean_errors(self, Xs, Y2, psi, per_task, splits, pairs, tasks, states=None):
@@ -256,13 +263,10 @@ class GraphSparseMTLCV(_BaseMTL):
             Xs, Y2, P, per_task, splits, [(0.0, r) for r in rho2s], tasks
         )
         rho2 = float(rho2s[int(np.argmin(self.cv_mse_rho2_))])
-        if any(s.laplacian.any() for s in states):
-            states = [_SplitState(s.laplacian, {rho2: s.solutions[rho2]}) for s in states]
-            self.cv_mse_rho1_, _ = self._mean_errors(
-                Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks, states
-            )
-        else:  # no inner split has a graph edge: every rho1 is the stage-1 problem
-            self.cv_mse_rho1_ = np.full(rho1s.size, self.cv_mse_rho2_.min())
+        states = [_SplitState(s.laplacian, {rho2: s.solutions[rho2]}) for s in states]
+        self.cv_mse_rho1_, _ = self._mean_errors(
+            Xs, Y2, P, per_task, splits, [(r, rho2) for r in rho1s], tasks, states
+        )
         self.rho1_grid_, self.rho2_grid_ = rho1s, rho2s
         self.rho1_, self.rho2_ = _smallest_best(rho1s, self.cv_mse_rho1_), rho2
         self.estimator_ = self._refit(X, Y, psi, rho2s)
